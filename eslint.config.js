@@ -1,0 +1,60 @@
+// Lint rules for every package. Layering is enforced here, not by convention:
+// imports flow qcow2, qmp -> qemu -> store -> transfer -> server, client -> cli (see docs/architecture.md).
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+/** Which @roamdesk packages each package may import. */
+const layers = {
+  qcow2: [],
+  qmp: [],
+  qemu: ['qcow2', 'qmp'],
+  store: ['qcow2', 'qmp', 'qemu'],
+  transfer: ['qcow2', 'store'],
+  api: [],
+  server: ['qcow2', 'qmp', 'qemu', 'store', 'transfer', 'api'],
+  client: ['qcow2', 'qmp', 'qemu', 'store', 'transfer', 'api'],
+  web: ['api'],
+  cli: ['qcow2', 'qmp', 'qemu', 'store', 'transfer', 'api', 'server', 'client'],
+};
+const all = Object.keys(layers);
+
+export default tseslint.config(
+  { ignores: ['**/node_modules/**', '.cache/**', '**/dist/**', 'packages/*/bin/**', 'eslint.config.js'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommendedTypeChecked,
+  {
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    rules: {
+      '@typescript-eslint/no-explicit-any': 'error',
+      '@typescript-eslint/consistent-type-imports': 'error',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-floating-promises': 'error',
+      'no-console': 'off',
+    },
+  },
+  ...Object.entries(layers).map(([pkg, allowed]) => ({
+    files: [`packages/${pkg}/src/**/*.ts`],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          ...all.filter((p) => p !== pkg && !allowed.includes(p)).map((p) => ({
+            group: [`@roamdesk/${p}`, `@roamdesk/${p}/*`],
+            message: `packages/${pkg} may not import @roamdesk/${p} (layering, see eslint.config.js).`,
+          })),
+          { group: ['../../*/src/*', '@roamdesk/*/src/*'], message: 'Import other packages through their index only.' },
+        ],
+      }],
+    },
+  })),
+  {
+    // Library packages never log or exit: the CLI and the server decide what the user sees.
+    files: ['packages/{qcow2,qmp,qemu,store,transfer,api}/src/**/*.ts'],
+    ignores: ['**/*.test.ts'],
+    rules: {
+      'no-console': 'error',
+      'no-restricted-properties': ['error', { object: 'process', property: 'exit', message: 'Libraries never exit.' }],
+    },
+  },
+);

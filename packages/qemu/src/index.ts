@@ -1,0 +1,2 @@
+// qemu-img wrapper (explicit formats, resource limits): packages/qemu/src/img/
+export * from './img/index.ts';
