@@ -1,1 +1,11 @@
-export {};
+// @roamdesk/store: content-addressed store of images and layers. See README.md.
+export { Store, type StoreOptions } from './store.ts';
+export { isObjectId, assertObjectId, type ObjectId } from './ids.ts';
+export type { ObjectInfo, ObjectKind } from './sidecar.ts';
+export type { Overlay } from './layout.ts';
+export type { Progress, ProgressCallback } from './progress.ts';
+export type { ImportImageOptions, ImportOptions } from './import.ts';
+export type { ExportOptions } from './export.ts';
+export type { LiveSealResult, LiveVm } from './seal-live.ts';
+export type { VerifyOptions, VerifyProblem, VerifyProblemKind, VerifyReport } from './verify.ts';
+export * from './errors.ts';

@@ -1,0 +1,36 @@
+/**
+ * The files of one running VM, all inside its run dir (mode 0700, so nobody else can even reach
+ * the sockets). Pure: string joins only.
+ */
+import type { VmSpec } from './spec.ts';
+
+export interface VmPaths {
+  qmp: string;
+  vnc: string;
+  serial: string;
+  pid: string;
+  stderr: string;
+  /** The spec the VM was started with, so a restarted server can re-adopt it (attachVm). */
+  spec: string;
+}
+
+export function runPaths(runDir: string): VmPaths {
+  const dir = runDir.replace(/\/+$/, '');
+  return {
+    qmp: `${dir}/qmp.sock`,
+    vnc: `${dir}/vnc.sock`,
+    serial: `${dir}/serial.log`,
+    pid: `${dir}/qemu.pid`,
+    stderr: `${dir}/qemu.stderr.log`,
+    spec: `${dir}/vm.json`,
+  };
+}
+
+/** A VmSpec without the per-run files; `specInRunDir` fills them in. */
+export type VmConfig = Omit<VmSpec, 'qmpSocket' | 'vncSocket' | 'serialLog' | 'pidFile'>;
+
+/** Places the QMP socket, VNC socket, serial log and pidfile in `runDir`. */
+export function specInRunDir(config: VmConfig, runDir: string): VmSpec {
+  const p = runPaths(runDir);
+  return { ...config, qmpSocket: p.qmp, vncSocket: p.vnc, serialLog: p.serial, pidFile: p.pid };
+}

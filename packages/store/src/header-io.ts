@@ -1,0 +1,47 @@
+/** Reads and parses a qcow2 header from a file, in TypeScript, before any QEMU tool opens the file. */
+import { type FileHandle, open } from 'node:fs/promises';
+
+import { detectImageFormat, parseQcow2Header, QCOW2_MAX_HEADER_BYTES, type ImageFormat, type Qcow2Header } from '@roamdesk/qcow2';
+
+export interface LeadingBytes {
+  readonly bytes: Uint8Array;
+  readonly fileSize: number;
+}
+
+/**
+ * The first min(size, QCOW2_MAX_HEADER_BYTES) bytes: parseQcow2Header's documented sufficient amount (the
+ * header, its extensions and the backing name all lie in the first cluster, at most 2 MiB).
+ */
+export async function readLeadingBytes(fh: FileHandle): Promise<LeadingBytes> {
+  const fileSize = (await fh.stat()).size;
+  const want = Math.min(fileSize, QCOW2_MAX_HEADER_BYTES);
+  const bytes = Buffer.alloc(want);
+  let got = 0;
+  while (got < want) {
+    const { bytesRead } = await fh.read(bytes, got, want - got, got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return { bytes: bytes.subarray(0, got), fileSize };
+}
+
+export async function readLeadingBytesOf(path: string): Promise<LeadingBytes> {
+  const fh = await open(path, 'r');
+  try {
+    return await readLeadingBytes(fh);
+  } finally {
+    await fh.close();
+  }
+}
+
+export function detectFormat(lead: LeadingBytes): ImageFormat {
+  return detectImageFormat(lead.bytes);
+}
+
+export function parseHeader(lead: LeadingBytes): Qcow2Header {
+  return parseQcow2Header(lead.bytes, { fileSize: lead.fileSize });
+}
+
+export async function readHeader(path: string): Promise<Qcow2Header> {
+  return parseHeader(await readLeadingBytesOf(path));
+}

@@ -1,0 +1,148 @@
+/**
+ * Live sealing: the VM keeps running; its writes move to a new overlay and the old one becomes a layer.
+ *
+ *  1. `qemu-img create -f qcow2 -b <old overlay's file name> -F qcow2 -u <new> <size>`: a RELATIVE backing name
+ *     (blockdev-snapshot-sync would write an absolute or json: name — notes/guest.md §4 traps 1–2). `-u` because
+ *     the VM holds the old overlay's write lock, so qemu-img may not open it.
+ *  2. QMP blockdev-add {driver: qcow2, node-name: <new>, file: {driver: file, filename}, backing: null}.
+ *  3. QMP blockdev-snapshot {node: <active>, overlay: <new>}: guest writes now land in <new>; QEMU flushes the old
+ *     node and reopens it read-only (its fd becomes O_RDONLY; qemu-img can then open it without -U).
+ *  4. Hash the old overlay and publish it as `<hash>.qcow2` by link(2), KEEPING the old name.
+ *  5. QMP change-backing-file: <new>'s header now names `<hash>.qcow2`.
+ *  6. Unlink the old overlay name; fsync objects/.
+ *
+ * Crash safety (what a restart finds):
+ *  - during 1–2: an unused new overlay file (verify() lists it; nothing references it). The VM runs on as before.
+ *  - after 3, before 4: the VM writes into <new>, whose header names the old overlay by its file name, which
+ *    exists: the chain is valid on disk. The caller's record of the overlay is stale; QEMU's block graph
+ *    (query-block) is the truth, and sealing <old> offline later is safe (it is now read-only for QEMU).
+ *  - after 4, before 5: the layer exists, and the old name still exists (same inode), so <new>'s header still
+ *    resolves. This is why the old name is kept until 5 succeeded.
+ *  - after 5, before 6: the old name is a redundant extra link to the layer; verify() reports it as a stale link.
+ *  If step 5 fails, the old name stays (and the result says so): <new>'s header still names it.
+ *
+ * QEMU 7.2 detail: change-backing-file's `device` must be the ROOT NODE NAME of the device's tree (now <new>),
+ * not the qdev id: blockdev-attached devices have an anonymous BlockBackend, and the lookup is by backend name or
+ * node name only. `vm.device` (the qdev id) is used to verify, via query-block, that `activeNode` really is the
+ * device's top node before anything is changed.
+ */
+import { basename, join } from 'node:path';
+
+import { checkUntrustedLayer } from '@roamdesk/qcow2';
+import type { QemuImg } from '@roamdesk/qemu';
+import type { QmpClient } from '@roamdesk/qmp';
+
+import { discard, fsyncDir, fsyncPath } from './durable.ts';
+import { ParentMissingError, SealFailedError, type SealStep } from './errors.ts';
+import { hashFile } from './hash-copy.ts';
+import { readHeader } from './header-io.ts';
+import { newOverlayFileName, objectFileName } from './ids.ts';
+import type { Layout, Overlay } from './layout.ts';
+import { publishObject } from './publish.ts';
+import type { ObjectInfo } from './sidecar.ts';
+
+interface Ctx {
+  readonly layout: Layout;
+  readonly img: QemuImg;
+}
+
+export interface LiveVm {
+  /** Only `execute` is used. */
+  readonly qmp: Pick<QmpClient, 'execute'>;
+  /** The qdev id of the disk device (e.g. "disk0"). */
+  readonly device: string;
+  /** The node name of the overlay the device writes to now. */
+  readonly activeNode: string;
+}
+
+export interface LiveSealResult {
+  readonly layer: ObjectInfo;
+  /** The new writable overlay; its parent is the new layer. */
+  readonly overlay: Overlay;
+  /** Node name of the new overlay in the VM. */
+  readonly activeNode: string;
+}
+
+async function step<T>(name: SealStep, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (e) {
+    if (e instanceof SealFailedError) throw e;
+    throw new SealFailedError(`live seal failed at ${name}: ${(e as Error).message}`, { step: name }, { cause: e });
+  }
+}
+
+function deviceMatches(qdev: string | undefined, device: string): boolean {
+  if (qdev === undefined) return false;
+  return qdev === device || qdev.startsWith(`/machine/peripheral/${device}/`);
+}
+
+export async function sealLive(ctx: Ctx, overlay: Overlay, vm: LiveVm, opts: { label?: string } = {}): Promise<LiveSealResult> {
+  const oldPath = ctx.layout.overlayPath(overlay);
+  if (!(await ctx.layout.exists(ctx.layout.objectPath(overlay.parent)))) throw new ParentMissingError(overlay.parent, oldPath);
+
+  // Precondition: activeNode is the device's top node and is the file we were given.
+  await step('precondition', async () => {
+    const blocks = await vm.qmp.execute('query-block');
+    const mine = blocks.find((b) => deviceMatches(b.qdev, vm.device) || b.device === vm.device);
+    const inserted = mine?.inserted;
+    if (inserted?.['node-name'] !== vm.activeNode) {
+      throw new SealFailedError(`device ${vm.device} does not have ${vm.activeNode} as its top node`, { step: 'precondition', found: inserted?.['node-name'] ?? null });
+    }
+    // QEMU reports a json: pseudo-filename when the node was opened with explicit child options; skip then.
+    if (!inserted.file.startsWith('json:') && inserted.file !== oldPath) {
+      throw new SealFailedError(`node ${vm.activeNode} is ${inserted.file}, not ${oldPath}`, { step: 'precondition', file: inserted.file });
+    }
+  });
+  const oldHeader = await readHeader(oldPath);
+
+  // 1. The next overlay, backing = the old overlay's file name (relative, resolved in objects/).
+  const newName = newOverlayFileName(opts.label);
+  const newPath = join(ctx.layout.objectsDir, newName);
+  const newNode = `rd-${newName.slice(-22, -6)}`; // "rd-<16 hex>": unique, a valid QEMU node name
+  await step('create-overlay', async () => {
+    await ctx.img.create(newPath, {
+      backing: { name: basename(oldPath), format: 'qcow2' },
+      size: Number(oldHeader.virtualSize),
+      unsafe: true,
+    });
+    await fsyncPath(newPath);
+    await fsyncDir(ctx.layout.objectsDir);
+  });
+  // 2–3. Attach it and switch guest writes to it. Until blockdev-snapshot returns, a failure leaves the VM as it was.
+  try {
+    await step('blockdev-add', () => vm.qmp.execute('blockdev-add', {
+      driver: 'qcow2', 'node-name': newNode, file: { driver: 'file', filename: newPath }, backing: null,
+    }));
+    await step('blockdev-snapshot', () => vm.qmp.execute('blockdev-snapshot', { node: vm.activeNode, overlay: newNode }));
+  } catch (e) {
+    await vm.qmp.execute('blockdev-del', { 'node-name': newNode }).catch(() => undefined);
+    await discard(newPath);
+    throw e;
+  }
+
+  // 4. The old overlay is now read-only in QEMU: check its header as we would any layer, hash, publish (keep name).
+  const layer = await step('publish', async () => {
+    const header = await readHeader(oldPath);
+    checkUntrustedLayer(header, objectFileName(overlay.parent));
+    const check = await ctx.img.check(oldPath, { noBacking: true, forceShare: true });
+    if (check.status !== 'ok') throw new SealFailedError(`qemu-img check reports the old overlay ${check.status}`, { step: 'publish', report: check.report });
+    await fsyncPath(oldPath);
+    const { sha256, bytes } = await hashFile(oldPath);
+    const r = await publishObject(ctx.layout, oldPath, {
+      id: sha256, kind: 'layer', parent: overlay.parent, size: bytes, virtualSize: Number(header.virtualSize),
+    }, { keepSource: true });
+    return r.info;
+  });
+
+  // 5. Name the layer by id in the new overlay's header (QEMU rewrites the header and flushes it).
+  await step('change-backing-file', () => vm.qmp.execute('change-backing-file', {
+    device: newNode, 'image-node-name': newNode, 'backing-file': objectFileName(layer.id),
+  }));
+  await fsyncPath(newPath);
+
+  // 6. The old name is now unreferenced.
+  await discard(oldPath);
+  await fsyncDir(ctx.layout.objectsDir);
+  return { layer, overlay: { path: newPath, parent: layer.id }, activeNode: newNode };
+}

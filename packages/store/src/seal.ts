@@ -1,0 +1,77 @@
+/**
+ * Offline sealing: the VM is stopped; the overlay's bytes become a layer under their hash, without being
+ * rewritten or copied (link, then unlink the overlay name). Crash safety:
+ *  - before the link: the overlay is untouched (only fsynced, maybe leak-repaired); sealing again is safe;
+ *  - after the link, before the unlink: the overlay name and `<id>.qcow2` are two names of one 0444 inode.
+ *    Sealing again finds the id already published and just drops the overlay name.
+ */
+import { open } from 'node:fs/promises';
+
+import { checkUntrustedLayer } from '@roamdesk/qcow2';
+import { QemuImgLockedError, type QemuImg } from '@roamdesk/qemu';
+
+import { discard, fsyncDir } from './durable.ts';
+import { OverlayInUseError, ParentMissingError, SealFailedError } from './errors.ts';
+import { copyAndHash } from './hash-copy.ts';
+import { readHeader } from './header-io.ts';
+import { objectFileName } from './ids.ts';
+import type { Layout, Overlay } from './layout.ts';
+import { publishObject } from './publish.ts';
+import type { ObjectInfo } from './sidecar.ts';
+
+interface Ctx {
+  readonly layout: Layout;
+  readonly img: QemuImg;
+}
+
+/** qemu-img takes QEMU's image locks; a running VM holds the overlay's write lock (notes/guest.md §7). */
+async function refuseIfInUse(ctx: Ctx, path: string): Promise<void> {
+  try {
+    await ctx.img.info(path, { format: 'qcow2' });
+  } catch (e) {
+    if (e instanceof QemuImgLockedError) {
+      throw new OverlayInUseError(`overlay ${path} is in use (a VM has it open); stop the VM or use sealLive`, { path }, { cause: e });
+    }
+    throw new SealFailedError(`cannot open overlay ${path}: ${(e as Error).message}`, { step: 'precondition', path }, { cause: e });
+  }
+}
+
+export async function seal(ctx: Ctx, overlay: Overlay): Promise<ObjectInfo> {
+  const path = ctx.layout.overlayPath(overlay);
+  if (!(await ctx.layout.exists(ctx.layout.objectPath(overlay.parent)))) throw new ParentMissingError(overlay.parent, path);
+  await refuseIfInUse(ctx, path);
+
+  // Cheap sanity check of our own overlay: v3, backing exactly "<parent>.qcow2" with format qcow2, clean bits.
+  const header = await readHeader(path);
+  checkUntrustedLayer(header, objectFileName(overlay.parent));
+
+  // Consistency: leaked clusters (exit 3) happen after a QEMU crash; they are harmless and repaired here,
+  // before the bytes are frozen, so the layer passes `qemu-img check` everywhere it goes (reliability.md §3c).
+  let check = await ctx.img.check(path, { noBacking: true });
+  if (check.status === 'leaks') {
+    await ctx.img.check(path, { noBacking: true, repair: 'leaks' });
+    check = await ctx.img.check(path, { noBacking: true });
+  }
+  if (check.status !== 'ok') {
+    throw new SealFailedError(`qemu-img check reports the overlay ${check.status}`, { step: 'check', path, report: check.report });
+  }
+
+  const fh = await open(path, 'r');
+  let sha256: string;
+  let bytes: number;
+  try {
+    await fh.sync();
+    ({ sha256, bytes } = await copyAndHash(fh, null));
+  } finally {
+    await fh.close();
+  }
+  const r = await publishObject(ctx.layout, path, {
+    id: sha256, kind: 'layer', parent: overlay.parent, size: bytes, virtualSize: Number(header.virtualSize),
+  });
+  if (!r.created) {
+    // An identical layer exists: the overlay's bytes are redundant.
+    await discard(path);
+    await fsyncDir(ctx.layout.objectsDir);
+  }
+  return r.info;
+}

@@ -1,0 +1,120 @@
+// sealLive against a real (guestless, paused) QEMU: guest writes via HMP qemu-io, two live seals, then the
+// oracle checks from notes/reliability.md §3: qemu-io read -P, qemu-img compare/check, id = sha256, relocation.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { cp, readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { QmpClient } from '@roamdesk/qmp';
+
+import { OverlayInUseError, Store, type ObjectInfo, type Overlay } from '../src/index.ts';
+import { haveQemu, haveQemuImg, haveQemuIo, mustSh, sh, sha256File, tempDir } from './helpers.ts';
+
+const QDEV = '/machine/peripheral/disk0/virtio-backend';
+
+async function connect(sock: string): Promise<QmpClient> {
+  for (let i = 0; ; i++) {
+    try {
+      return await QmpClient.connect(sock, { timeoutMs: 5000 });
+    } catch (e) {
+      if (i > 100) throw e;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+function readsPattern(file: string, pattern: string, offset: string, len: string): boolean {
+  const r = sh('qemu-io', ['-f', 'qcow2', '-r', '-c', `read -P ${pattern} ${offset} ${len}`, file]);
+  return r.status === 0 && !r.stdout.includes('Pattern verification failed') && !r.stderr.includes('Pattern verification failed');
+}
+
+describe('Store.sealLive with a running QEMU', { skip: haveQemu && haveQemuImg && haveQemuIo ? false : 'QEMU not installed' }, () => {
+  let dir = '';
+  let vm: ChildProcess | null = null;
+  let qmp: QmpClient | null = null;
+  before(async () => { dir = await tempDir('store-live-'); });
+  after(async () => {
+    await qmp?.close().catch(() => undefined);
+    if (vm?.pid !== undefined && vm.exitCode === null && vm.signalCode === null) process.kill(vm.pid, 'SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('write A, seal, write B, seal: layers hold A and B-over-A, ids are hashes, chain relocates', async () => {
+    const store = await Store.open(join(dir, 'store'));
+    mustSh('qemu-img', ['create', '-q', '-f', 'qcow2', join(dir, 'base.qcow2'), '32M']);
+    mustSh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 4M', join(dir, 'base.qcow2')]);
+    const image = await store.importImage(join(dir, 'base.qcow2'));
+    const imageHash = await sha256File(store.objectPath(image.id));
+    const ov0 = await store.createOverlay(image.id, { label: 'live' });
+
+    const sock = join(dir, 'qmp.sock');
+    vm = spawn('qemu-system-x86_64', ['-machine', 'q35', '-nodefaults', '-display', 'none', '-S',
+      '-qmp', `unix:${sock},server=on,wait=off`,
+      '-blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'img', 'read-only': true,
+        file: { driver: 'file', filename: store.objectPath(image.id), 'read-only': true }, backing: null }),
+      '-blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'ov0', file: { driver: 'file', filename: ov0.path }, backing: 'img' }),
+      '-device', 'virtio-blk-pci,drive=ov0,id=disk0'], { stdio: 'ignore' });
+    qmp = await connect(sock);
+    const hmp = (cmd: string): Promise<string> => qmp!.execute('human-monitor-command', { 'command-line': cmd });
+    // qemu-io -d takes the device's qdev path: the write goes through the guest's own BlockBackend.
+    assert.equal(await hmp(`qemu-io -d ${QDEV} "write -P 0xaa 0 64k"`), '');
+    assert.equal(await hmp(`qemu-io -d ${QDEV} "write -P 0xaa 8M 1M"`), '');
+
+    // Offline sealing of an overlay a VM holds is refused with a clear error; nothing changes.
+    await assert.rejects(store.seal(ov0), (e: unknown) => e instanceof OverlayInUseError);
+    assert.ok((await stat(ov0.path)).isFile());
+
+    const first = await store.sealLive(ov0, { qmp, device: 'disk0', activeNode: 'ov0' });
+    const layer1: ObjectInfo = first.layer;
+    assert.equal(layer1.parent, image.id);
+    await assert.rejects(stat(ov0.path), 'old overlay name removed');
+    assert.equal(first.overlay.parent, layer1.id);
+    const info = JSON.parse(mustSh('qemu-img', ['info', '-U', '-f', 'qcow2', '--output=json', first.overlay.path])) as Record<string, unknown>;
+    assert.equal(info['backing-filename'], `${layer1.id}.qcow2`, 'the new overlay names the layer by id, relatively');
+
+    assert.equal(await hmp(`qemu-io -d ${QDEV} "write -P 0xbb 64k 64k"`), '');
+    assert.equal(await hmp(`qemu-io -d ${QDEV} "write -P 0xbb 8M 64k"`), '');
+    const second = await store.sealLive(first.overlay, { qmp, device: 'disk0', activeNode: first.activeNode });
+    const layer2 = second.layer;
+    assert.equal(layer2.parent, layer1.id);
+
+    // Live export of the running chain (-U), compared with the live chain.
+    const exported = join(dir, 'exported.qcow2');
+    await store.exportChain(second.overlay, exported);
+    assert.equal(sh('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'qcow2', second.overlay.path, exported]).status, 0);
+
+    await qmp.execute('quit').catch(() => undefined);
+    await qmp.close().catch(() => undefined);
+    qmp = null;
+    await new Promise<void>((r) => { if (vm!.exitCode !== null || vm!.signalCode !== null) r(); else vm!.once('exit', () => r()); });
+
+    const l1 = store.objectPath(layer1.id);
+    const l2 = store.objectPath(layer2.id);
+    assert.ok(readsPattern(l1, '0xaa', '0', '64k') && readsPattern(l1, '0xaa', '8M', '1M'), 'layer 1 has A');
+    assert.ok(readsPattern(l1, '0x11', '64k', '64k'), 'layer 1 shows the image under A');
+    assert.ok(readsPattern(l2, '0xbb', '64k', '64k') && readsPattern(l2, '0xbb', '8M', '64k'), 'layer 2 has B');
+    assert.ok(readsPattern(l2, '0xaa', '0', '64k') && readsPattern(l2, '0xaa', '8256k', '64k'), 'layer 2 has A below B');
+    assert.equal(await sha256File(store.objectPath(image.id)), imageHash, 'the image is byte-identical');
+    for (const o of [image, layer1, layer2]) {
+      assert.equal(await sha256File(store.objectPath(o.id)), o.id, `id of ${o.kind} = sha256`);
+      assert.equal(sh('qemu-img', ['check', '-f', 'qcow2', store.objectPath(o.id)]).status, 0);
+    }
+    assert.equal(sh('qemu-img', ['check', '-f', 'qcow2', second.overlay.path]).status, 0);
+    assert.deepEqual((await store.chain(layer2.id)).map((o) => o.id), [image.id, layer1.id, layer2.id]);
+    const report = await store.verify();
+    assert.equal(report.ok, true, JSON.stringify(report.problems));
+    assert.equal(report.overlays, 1);
+
+    // The chain opens from a copy of objects/ elsewhere: every backing name is relative.
+    const elsewhere = join(dir, 'elsewhere');
+    await cp(store.objectsDir, elsewhere, { recursive: true });
+    const movedTop = join(elsewhere, (await readdir(elsewhere)).find((n) => n.startsWith('overlay-'))!);
+    assert.equal(sh('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', second.overlay.path, movedTop]).status, 0);
+    assert.equal(sh('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', exported, join(elsewhere, `${layer2.id}.qcow2`)]).status, 0);
+    const chainInfo = JSON.parse(mustSh('qemu-img', ['info', '-f', 'qcow2', '--backing-chain', '--output=json', movedTop])) as Array<{ filename: string }>;
+    assert.ok(chainInfo.every((c) => c.filename.startsWith(elsewhere)), 'nothing resolves into the original store');
+    const overlayLeft: Overlay = second.overlay;
+    assert.ok((await stat(overlayLeft.path)).isFile());
+  });
+});
