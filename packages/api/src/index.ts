@@ -1,0 +1,13 @@
+// @roamdesk/api: the contract between the server, the CLI and the web UI. Schemas (TypeBox, so JSON Schema
+// for fastify and OpenAPI), their static types, name/id validators and the error catalog. No runtime I/O.
+
+export * from './names.ts';
+export * from './errors.ts';
+export * from './schemas/auth.ts';
+export * from './schemas/users.ts';
+export * from './schemas/images.ts';
+export * from './schemas/desktops.ts';
+export * from './schemas/events.ts';
+
+/** Every route lives under this prefix. */
+export const API_PREFIX = '/api/v1';

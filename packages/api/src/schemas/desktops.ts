@@ -1,0 +1,75 @@
+import { Type, type Static } from 'typebox';
+import { Name, ServerPath, Timestamp, Uuid } from '../names.ts';
+
+export const DesktopState = Type.Union([
+  Type.Literal('stopped'),
+  Type.Literal('starting'),
+  Type.Literal('running'),
+  Type.Literal('stopping'),
+  Type.Literal('error'),
+]);
+export type DesktopState = Static<typeof DesktopState>;
+
+/** Who holds the lease: the server, or (later) a device id. */
+export const DesktopLocation = Type.String({ description: '"server", or the device holding the lease' });
+
+export const MEMORY_MIB_MIN = 64;
+export const MEMORY_MIB_MAX = 65536;
+export const CPUS_MIN = 1;
+export const CPUS_MAX = 64;
+
+export const MemoryMiB = Type.Integer({ minimum: MEMORY_MIB_MIN, maximum: MEMORY_MIB_MAX });
+export const Cpus = Type.Integer({ minimum: CPUS_MIN, maximum: CPUS_MAX });
+/** A kernel command line: one argv element for QEMU, so no shell quoting matters, but no control characters. */
+export const KernelAppend = Type.String({ maxLength: 4096, pattern: '^[^\\u0000-\\u001f\\u007f]*$' });
+
+export const Desktop = Type.Object({
+  id: Uuid,
+  name: Name,
+  owner: Name,
+  image: Name,
+  memoryMiB: Type.Integer(),
+  cpus: Type.Integer(),
+  kernel: Type.Union([Type.String(), Type.Null()]),
+  initrd: Type.Union([Type.String(), Type.Null()]),
+  append: Type.Union([Type.String(), Type.Null()]),
+  state: DesktopState,
+  location: DesktopLocation,
+  leaseGeneration: Type.Integer({ description: 'fencing token; bumped by every lease move' }),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+});
+export type Desktop = Static<typeof Desktop>;
+
+export const CreateDesktopRequest = Type.Object(
+  {
+    name: Name,
+    image: Name,
+    owner: Name,
+    memoryMiB: Type.Optional(MemoryMiB),
+    cpus: Type.Optional(Cpus),
+    kernel: Type.Optional(ServerPath),
+    initrd: Type.Optional(ServerPath),
+    append: Type.Optional(KernelAppend),
+  },
+  { additionalProperties: false },
+);
+export type CreateDesktopRequest = Static<typeof CreateDesktopRequest>;
+
+export const DEFAULT_MEMORY_MIB = 1024;
+export const DEFAULT_CPUS = 1;
+
+export const DesktopResponse = Type.Object({ desktop: Desktop });
+export type DesktopResponse = Static<typeof DesktopResponse>;
+
+export const DesktopListResponse = Type.Object({ desktops: Type.Array(Desktop) });
+export type DesktopListResponse = Static<typeof DesktopListResponse>;
+
+export const SERIAL_LOG_TAIL_DEFAULT = 64 * 1024;
+export const SERIAL_LOG_TAIL_MAX = 16 * 1024 * 1024;
+
+export const SerialLogQuery = Type.Object(
+  { tail: Type.Optional(Type.Integer({ minimum: 1, maximum: SERIAL_LOG_TAIL_MAX, description: 'last N bytes' })) },
+  { additionalProperties: false },
+);
+export type SerialLogQuery = Static<typeof SerialLogQuery>;

@@ -1,0 +1,83 @@
+// buildApp(deps): the whole HTTP API as a fastify instance, without listening. Tests drive it with
+// app.inject(); startServer() (server.ts) is the only caller of listen().
+
+import { API_PREFIX } from '@roamdesk/api';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import { LoginLimiter } from './auth/rate-limit.ts';
+import { generatePassword } from './auth/secrets.ts';
+import { dataPaths } from './config.ts';
+import type { AppContext, AppDeps } from './context.ts';
+import { installAuth, installErrorHandling } from './http/hooks.ts';
+import { authRoutes } from './routes/auth.ts';
+import { desktopRoutes } from './routes/desktops.ts';
+import { eventRoutes } from './routes/events.ts';
+import { imageRoutes } from './routes/images.ts';
+import { userRoutes } from './routes/users.ts';
+import { Auditor } from './services/audit.ts';
+
+export const API_VERSION = '0.1.0';
+
+export function createContext(deps: AppDeps): AppContext {
+  let dummy: Promise<string> | undefined;
+  return {
+    ...deps,
+    paths: dataPaths(deps.config.dataDir),
+    limiter: new LoginLimiter({
+      perUser: deps.config.login.maxAttemptsPerUser,
+      perIp: deps.config.login.maxAttemptsPerIp,
+      windowMs: deps.config.login.windowSeconds * 1000,
+      clock: deps.clock,
+    }),
+    audit: new Auditor(deps.db, deps.clock, deps.logger),
+    nowIso: () => new Date(deps.clock.now()).toISOString(),
+    dummyHash: () => (dummy ??= deps.hasher.hash(generatePassword())),
+  };
+}
+
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const ctx = createContext(deps);
+  const base = Fastify({
+    loggerInstance: deps.logger,
+    trustProxy: deps.config.trustProxy,
+    // JSON bodies are small; images arrive through the streamed upload route, which enforces its own limit.
+    bodyLimit: 1024 * 1024,
+    // Long enough that an over-long name reaches schema validation; longer ones stop at the router.
+    routerOptions: { maxParamLength: 1024 },
+    // Errors the router raises before any route runs (bad percent-encoding, over-long parameter) bypass
+    // the error handler; answer them in the one error shape too, without echoing the URL back.
+    frameworkErrors: (err, _request, reply) => {
+      const message = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'a path parameter is too long' : 'malformed URL';
+      void (reply as FastifyReply).status(400).send({ error: { code: 'VALIDATION_FAILED', message } });
+    },
+  });
+  base.setValidatorCompiler(TypeBoxValidatorCompiler);
+  installErrorHandling(base);
+  const app = base.withTypeProvider<TypeBoxTypeProvider>();
+
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Roamdesk API', version: API_VERSION, description: 'Desktops as VMs on a server.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  await app.register(
+    async (api) => {
+      installAuth(api, ctx);
+      await api.register(authRoutes(ctx));
+      await api.register(userRoutes(ctx));
+      await api.register(imageRoutes(ctx));
+      await api.register(desktopRoutes(ctx));
+      await api.register(eventRoutes(ctx));
+    },
+    { prefix: API_PREFIX },
+  );
+
+  await app.ready();
+  return base;
+}

@@ -1,0 +1,32 @@
+// What every route gets: the injected ports plus the few objects built once per app.
+
+import type { Kysely } from 'kysely';
+import type { FastifyBaseLogger } from 'fastify';
+import type { LoginLimiter } from './auth/rate-limit.ts';
+import type { DataPaths, ServerConfig } from './config.ts';
+import type { Database } from './db/schema.ts';
+import type { Clock, DesktopRuntime, Ids, ObjectStore, PasswordHasher } from './ports.ts';
+import type { Auditor } from './services/audit.ts';
+
+/** The dependencies buildApp() is given. */
+export interface AppDeps {
+  db: Kysely<Database>;
+  store: ObjectStore;
+  runtime: DesktopRuntime;
+  clock: Clock;
+  ids: Ids;
+  /** pino in production; every log line of the server goes through it. */
+  logger: FastifyBaseLogger;
+  hasher: PasswordHasher;
+  config: ServerConfig;
+}
+
+export interface AppContext extends AppDeps {
+  paths: DataPaths;
+  limiter: LoginLimiter;
+  audit: Auditor;
+  /** The current time as the ISO text stored in the database. */
+  nowIso(): string;
+  /** A hash of a random password, verified against when the user is unknown so both cases cost the same. */
+  dummyHash(): Promise<string>;
+}

@@ -1,0 +1,134 @@
+// Schema migrations, in code (kysely Migrator with an in-memory provider), so the server binary carries
+// its own schema. Written with kysely's schema builder only, so the same migration runs on SQLite and on
+// PostgreSQL; the one place the dialects differ (auto-increment ids) goes through autoIncrementId().
+//
+// Rules: never edit a migration once released; add a new one. Names sort in order of application.
+// Room left for later migrations: devices, leases, operations, desktop_layers.
+
+import { type Kysely, type Migration, type MigrationResultSet, Migrator, PostgresAdapter, sql } from 'kysely';
+import type { Database } from './schema.ts';
+
+// Migrations see the database as it was when they were written, not as `Database` says today.
+type AnyDb = Kysely<Record<string, never>>;
+
+function isPostgres(db: AnyDb): boolean {
+  return db.getExecutor().adapter instanceof PostgresAdapter;
+}
+
+const m0001_initial: Migration = {
+  async up(db: AnyDb) {
+    await db.schema
+      .createTable('users')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('name', 'text', (c) => c.notNull().unique())
+      .addColumn('password_hash', 'text', (c) => c.notNull())
+      .addColumn('role', 'text', (c) => c.notNull().check(sql`role in ('admin', 'user')`))
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('disabled', 'integer', (c) => c.notNull().defaultTo(0))
+      .execute();
+
+    await db.schema
+      .createTable('images')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('name', 'text', (c) => c.notNull().unique())
+      .addColumn('format', 'text', (c) => c.notNull().check(sql`format in ('raw', 'qcow2')`))
+      .addColumn('size', 'bigint', (c) => c.notNull())
+      .addColumn('virtual_size', 'bigint', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('created_by', 'text', (c) => c.references('users.id').onDelete('set null'))
+      .execute();
+
+    await db.schema
+      .createTable('desktops')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('name', 'text', (c) => c.notNull().unique())
+      // A user who owns desktops, or an image desktops use, cannot disappear under them. The default
+      // action (NO ACTION) rather than RESTRICT: same effect here, and SQLite then reports the violation
+      // as SQLITE_CONSTRAINT_FOREIGNKEY (RESTRICT reports SQLITE_CONSTRAINT_TRIGGER).
+      .addColumn('owner_id', 'text', (c) => c.notNull().references('users.id'))
+      .addColumn('image_id', 'text', (c) => c.notNull().references('images.id'))
+      .addColumn('memory_mib', 'integer', (c) => c.notNull())
+      .addColumn('cpus', 'integer', (c) => c.notNull())
+      .addColumn('kernel', 'text')
+      .addColumn('initrd', 'text')
+      .addColumn('append', 'text')
+      .addColumn('state', 'text', (c) =>
+        c.notNull().check(sql`state in ('stopped', 'starting', 'running', 'stopping', 'error')`),
+      )
+      .addColumn('location', 'text', (c) => c.notNull().defaultTo('server'))
+      .addColumn('lease_generation', 'integer', (c) => c.notNull().defaultTo(1))
+      .addColumn('top_object_id', 'text', (c) => c.notNull())
+      .addColumn('overlay_path', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('desktops_owner_id').on('desktops').column('owner_id').execute();
+    await db.schema.createIndex('desktops_image_id').on('desktops').column('image_id').execute();
+
+    await db.schema
+      .createTable('tokens')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+      .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+      .addColumn('kind', 'text', (c) => c.notNull().check(sql`kind in ('session', 'console')`))
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('expires_at', 'text', (c) => c.notNull())
+      .addColumn('revoked_at', 'text')
+      .addColumn('last_used_at', 'text')
+      .addColumn('desktop_id', 'text', (c) => c.references('desktops.id').onDelete('cascade'))
+      .addColumn('used_at', 'text')
+      .execute();
+    await db.schema.createIndex('tokens_user_id').on('tokens').column('user_id').execute();
+
+    const events = db.schema.createTable('events');
+    await (isPostgres(db)
+      ? events.addColumn('id', 'bigint', (c) => c.primaryKey().generatedByDefaultAsIdentity())
+      : events.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+    )
+      .addColumn('at', 'text', (c) => c.notNull())
+      .addColumn('actor_id', 'text')
+      .addColumn('actor_name', 'text')
+      .addColumn('action', 'text', (c) => c.notNull())
+      .addColumn('desktop_id', 'text')
+      .addColumn('target', 'text')
+      .addColumn('result', 'text', (c) => c.notNull().check(sql`result in ('ok', 'error')`))
+      .addColumn('detail', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('events_desktop_id').on('events').columns(['desktop_id', 'id']).execute();
+  },
+
+  async down(db: AnyDb) {
+    for (const table of ['events', 'tokens', 'desktops', 'images', 'users']) {
+      await db.schema.dropTable(table).execute();
+    }
+  },
+};
+
+/** Every migration, by name. */
+export const MIGRATIONS: Readonly<Record<string, Migration>> = {
+  '0001_initial': m0001_initial,
+};
+
+export class MigrationError extends Error {
+  readonly code = 'DB_MIGRATION_FAILED';
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'MigrationError';
+  }
+}
+
+/** Bring the schema up to date. Running it again is a no-op. Returns the migrations applied now. */
+export async function migrateToLatest(db: Kysely<Database>): Promise<string[]> {
+  const migrator = new Migrator({
+    db,
+    provider: { getMigrations: () => Promise.resolve(MIGRATIONS) },
+    migrationTableName: 'roamdesk_migrations',
+    migrationLockTableName: 'roamdesk_migrations_lock',
+  });
+  const { error, results }: MigrationResultSet = await migrator.migrateToLatest();
+  if (error !== undefined) {
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
+    throw new MigrationError(`database migration ${failed} failed`, { cause: error });
+  }
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}

@@ -1,0 +1,93 @@
+// Table types for kysely. Portable choices, the same on SQLite and PostgreSQL:
+// - ids are text (UUIDs; image ids are the 64-hex SHA-256), except events.id, an auto-increment integer so
+//   events have a total order even when many share a millisecond;
+// - timestamps are ISO-8601 UTC text as Date.toISOString() writes it (fixed width, so text order = time order);
+// - booleans are integers 0/1 (SQLite has no boolean type);
+// - sizes are bigint (PG int8 is parsed to a JS number by db/postgres.ts; SQLite integers are 64-bit already);
+// - JSON is text.
+
+import type { Generated } from 'kysely';
+
+export interface UsersTable {
+  id: string;
+  name: string;
+  password_hash: string;
+  role: 'admin' | 'user';
+  created_at: string;
+  disabled: number;
+}
+
+export type TokenKind = 'session' | 'console';
+
+export interface TokensTable {
+  id: string;
+  user_id: string;
+  /** SHA-256 (hex) of the bearer secret. The secret itself is never stored. */
+  token_hash: string;
+  kind: TokenKind;
+  created_at: string;
+  expires_at: string;
+  revoked_at: string | null;
+  last_used_at: string | null;
+  /** Console tokens are bound to one desktop. */
+  desktop_id: string | null;
+  /** Single-use tokens (console) record their use here. */
+  used_at: string | null;
+}
+
+export interface ImagesTable {
+  id: string;
+  name: string;
+  format: 'raw' | 'qcow2';
+  size: number;
+  virtual_size: number;
+  created_at: string;
+  created_by: string | null;
+}
+
+export type DesktopStateColumn = 'stopped' | 'starting' | 'running' | 'stopping' | 'error';
+
+export interface DesktopsTable {
+  id: string;
+  name: string;
+  owner_id: string;
+  image_id: string;
+  memory_mib: number;
+  cpus: number;
+  kernel: string | null;
+  initrd: string | null;
+  append: string | null;
+  state: DesktopStateColumn;
+  /** Lease holder: 'server' (later also a device id). */
+  location: string;
+  /** Fencing token: bumped by every lease move (check-out, check-in, rollback). */
+  lease_generation: number;
+  /** The chain's top sealed object: the image, or later the newest layer. */
+  top_object_id: string;
+  /** The writable overlay, relative to the data directory (vms/<id>/overlay.qcow2). */
+  overlay_path: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface EventsTable {
+  id: Generated<number>;
+  at: string;
+  /** No foreign key: the log outlives the users and desktops it mentions. */
+  actor_id: string | null;
+  actor_name: string | null;
+  action: string;
+  desktop_id: string | null;
+  target: string | null;
+  result: 'ok' | 'error';
+  /** JSON object. */
+  detail: string;
+}
+
+export interface Database {
+  users: UsersTable;
+  tokens: TokensTable;
+  images: ImagesTable;
+  desktops: DesktopsTable;
+  events: EventsTable;
+}

@@ -1,0 +1,101 @@
+// The ports the server is built on. buildApp(deps) receives one implementation of each; tests pass fakes
+// (test/fakes.ts), startServer passes the real ones. Nothing in routes/ reaches around these to touch QEMU,
+// the object store, the wall clock or the random generator directly, which is what keeps the API testable
+// with app.inject and no VM.
+
+import type { Readable } from 'node:stream';
+import type { ImageFormat } from '@roamdesk/api';
+
+/** Wall-clock time in ms since the epoch. Injected so tests can expire tokens and slide rate-limit windows. */
+export interface Clock {
+  now(): number;
+}
+
+/** Identifier source. Injected so tests can predict ids. */
+export interface Ids {
+  /** A canonical lower-case UUID (desktop, user, token ids). */
+  uuid(): string;
+}
+
+/** What the server needs from the content-addressed store (`@roamdesk/store`'s `Store` fits structurally). */
+export interface ObjectStore {
+  /**
+   * Import a base image from a file on the server: hash it, validate it (qcow2 header policy, explicit
+   * format, no backing file), and publish it under its SHA-256. Idempotent for equal bytes. The source file
+   * is left where it is. `format` omitted = the store detects it from the bytes (never by QEMU probing).
+   */
+  importImage(sourcePath: string, options: { format?: ImageFormat }): Promise<ImportedObject>;
+  /** Remove an object. Removing an absent object is not an error. */
+  remove(id: string): Promise<void>;
+  has(id: string): Promise<boolean>;
+}
+
+export interface ImportedObject {
+  /** SHA-256 of the object's bytes, 64 lower-case hex. */
+  id: string;
+  /** Bytes stored. */
+  size: number;
+  /** Bytes the guest sees. */
+  virtualSize: number;
+  /** The format the store recorded, when it reports one. */
+  format?: ImageFormat;
+}
+
+/**
+ * Everything the runtime needs to run one desktop. Paths are built by the server from validated ids
+ * (never from names); the runtime creates `runDir` and the overlay in it if they are missing.
+ */
+export interface RuntimeDesktop {
+  id: string;
+  name: string;
+  imageId: string;
+  /** The chain's top sealed object (the image, or later a layer): the overlay's backing file. */
+  topObjectId: string;
+  memoryMiB: number;
+  cpus: number;
+  kernel: string | null;
+  initrd: string | null;
+  append: string | null;
+  /** `<data>/vms/<desktop-id>/` */
+  runDir: string;
+  /** The writable overlay on top of the chain, inside runDir. */
+  overlayPath: string;
+  leaseGeneration: number;
+}
+
+/** What the runtime observes about a desktop's VM. */
+export interface RuntimeStatus {
+  state: 'running' | 'stopped' | 'error';
+  /** Human-readable reason for 'error'. */
+  detail?: string;
+}
+
+/**
+ * Runs desktops on this server. The QEMU implementation (src/runtime/qemu-runtime.ts) is written later;
+ * test/fakes.ts has an in-memory one. Every method may throw an error with an engine `code`
+ * (`QEMU_ERR_*`, `QMP_ERR_*` …), which the API passes through with the status from the api catalog.
+ */
+export interface DesktopRuntime {
+  /** Boot the VM on image + layers + overlay. Resolves once QEMU runs (not when the guest has booted). */
+  start(desktop: RuntimeDesktop): Promise<void>;
+  /** Graceful power-down; kill after `timeoutMs`. Stopping a stopped desktop is not an error. */
+  stop(desktop: RuntimeDesktop, options: { timeoutMs: number }): Promise<void>;
+  status(desktop: RuntimeDesktop): Promise<RuntimeStatus>;
+  /** The last `tailBytes` of the serial console log ('' when there is none yet). */
+  serialLog(desktop: RuntimeDesktop, tailBytes: number): Promise<string>;
+  /** One standalone qcow2 of the current chain (image + layers + overlay), streamed. Only while stopped. */
+  export(desktop: RuntimeDesktop): Promise<Readable>;
+  /** Discard the overlay and the run directory of a deleted desktop. Absent files are not an error. */
+  remove(desktop: RuntimeDesktop): Promise<void>;
+  /**
+   * Called once at server start with every desktop in the database. Finds VMs left from a previous run,
+   * kills those that no desktop should be running, and reports each desktop's real state.
+   */
+  reconcile(desktops: readonly RuntimeDesktop[]): Promise<ReadonlyMap<string, RuntimeStatus>>;
+}
+
+/** Password hashing (argon2id in production; the same algorithm with small costs in tests). */
+export interface PasswordHasher {
+  hash(password: string): Promise<string>;
+  verify(hash: string, password: string): Promise<boolean>;
+}

@@ -1,0 +1,130 @@
+// startServer(config): the main job. Opens the database, migrates, creates the first admin, reconciles
+// desktops with what really runs, builds the app and listens. Returns a handle whose close() stops it all;
+// SIGINT/SIGTERM call the same close(). It never calls process.exit: the CLI decides how to end.
+
+import { chmod, mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import type { Kysely } from 'kysely';
+import { pino } from 'pino';
+import { buildApp, createContext } from './app.ts';
+import { ensureInitialAdmin } from './auth/bootstrap.ts';
+import { argon2Hasher } from './auth/password.ts';
+import { type DataPaths, dataPaths, parseConfig, parseListen, type ServerConfig } from './config.ts';
+import type { AppDeps } from './context.ts';
+import { migrateToLatest } from './db/migrations.ts';
+import type { Database } from './db/schema.ts';
+import { openSqlite } from './db/sqlite.ts';
+import type { Clock, DesktopRuntime, Ids, ObjectStore, PasswordHasher } from './ports.ts';
+import { reconcileDesktops, type ReconcileChange } from './services/reconcile.ts';
+
+export interface StartOptions {
+  /** The content-addressed store rooted at `<data>/store` (the CLI builds @roamdesk/store's Store). */
+  store: ObjectStore | ((paths: DataPaths) => ObjectStore | Promise<ObjectStore>);
+  /** Runs desktops (the CLI builds the QEMU runtime over `<data>/vms`). */
+  runtime: DesktopRuntime | ((paths: DataPaths) => DesktopRuntime | Promise<DesktopRuntime>);
+  logger?: FastifyBaseLogger;
+  clock?: Clock;
+  ids?: Ids;
+  hasher?: PasswordHasher;
+  /** Use this database instead of `<data>/roamdesk.db` (e.g. PostgreSQL). It is destroyed on close. */
+  db?: Kysely<Database>;
+  /** Install SIGINT/SIGTERM handlers that close the server (default true). */
+  handleSignals?: boolean;
+}
+
+export interface ServerHandle {
+  app: FastifyInstance;
+  config: ServerConfig;
+  /** Where it listens, e.g. http://127.0.0.1:8760 (the real port when 0 was asked for). */
+  url: string;
+  /** Set on the very first start when no admin password was configured. Shown once; stored nowhere. */
+  initialAdminPassword?: string;
+  /** Desktops whose recorded state was corrected at start. */
+  reconciled: ReconcileChange[];
+  /** Stop listening, let in-flight requests end, close the database. Idempotent. */
+  close(): Promise<void>;
+  /** Settles when the server has closed (after close() or a signal). */
+  closed: Promise<void>;
+}
+
+export const systemClock: Clock = { now: () => Date.now() };
+export const randomIds: Ids = { uuid: () => randomUUID() };
+
+async function prepareDataDir(paths: DataPaths): Promise<void> {
+  for (const dir of [paths.root, paths.store, paths.vms, paths.uploads]) {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  }
+  // The data dir holds password hashes and users' disks: owner only, even if it existed before.
+  await chmod(paths.root, 0o700);
+  // Temp uploads from a previous process that died mid-upload are garbage by definition.
+  for (const entry of await readdir(paths.uploads)) await rm(join(paths.uploads, entry), { force: true, recursive: true });
+}
+
+export async function startServer(input: unknown, options: StartOptions): Promise<ServerHandle> {
+  const config = parseConfig(input);
+  const paths = dataPaths(config.dataDir);
+  const logger = options.logger ?? pino({ level: config.logLevel });
+  await prepareDataDir(paths);
+
+  const db = options.db ?? openSqlite(paths.database);
+  let app: FastifyInstance | undefined;
+  try {
+    const applied = await migrateToLatest(db);
+    if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
+
+    const deps: AppDeps = {
+      db,
+      store: typeof options.store === 'function' ? await options.store(paths) : options.store,
+      runtime: typeof options.runtime === 'function' ? await options.runtime(paths) : options.runtime,
+      clock: options.clock ?? systemClock,
+      ids: options.ids ?? randomIds,
+      logger,
+      hasher: options.hasher ?? argon2Hasher(config.passwordHash),
+      config,
+    };
+
+    const admin = await ensureInitialAdmin(deps, config.adminPassword);
+    if (admin.created) logger.info({ user: 'admin' }, 'created the first administrator');
+
+    const reconciled = await reconcileDesktops(createContext(deps));
+    for (const c of reconciled) logger.warn(c, 'desktop state corrected at start');
+
+    app = await buildApp(deps);
+    const { host, port } = parseListen(config.listen);
+    const url = await app.listen({ host, port });
+
+    let closing: Promise<void> | undefined;
+    let resolveClosed: () => void = () => {};
+    const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
+    const listening = app;
+    const onSignal = (signal: NodeJS.Signals) => {
+      logger.info({ signal }, 'shutting down');
+      close().catch((err: unknown) => logger.error({ err }, 'shutdown failed'));
+    };
+    const close = (): Promise<void> =>
+      (closing ??= (async () => {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        try {
+          await listening.close();
+        } finally {
+          await db.destroy();
+          resolveClosed();
+        }
+      })());
+    if (options.handleSignals !== false) {
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+    }
+
+    const handle: ServerHandle = { app, config, url, reconciled, close, closed };
+    if (admin.generatedPassword !== undefined) handle.initialAdminPassword = admin.generatedPassword;
+    return handle;
+  } catch (err) {
+    await app?.close().catch(() => {});
+    await db.destroy().catch(() => {});
+    throw err;
+  }
+}

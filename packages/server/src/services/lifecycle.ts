@@ -1,0 +1,76 @@
+// Start, stop and restart a desktop on the server. The database state is the source of truth and is
+// moved with compare-and-set transitions (db/repositories/desktops.ts), so concurrent requests cannot both
+// start one VM: the loser gets DESKTOP_RUNNING / DESKTOP_BUSY.
+//
+//   stopped|error --start--> starting --ok--> running          (runtime failure -> error)
+//   running|error --stop---> stopping --ok--> stopped          (runtime failure -> error)
+
+import { ApiError, statusForCode } from '@roamdesk/api';
+import type { AppContext } from '../context.ts';
+import { type DesktopView, findDesktopById, setState, transitionState } from '../db/repositories/desktops.ts';
+import type { DesktopStateColumn } from '../db/schema.ts';
+import { toRuntimeDesktop } from './paths.ts';
+
+type Ctx = Pick<AppContext, 'db' | 'runtime' | 'paths' | 'config' | 'nowIso'>;
+
+/** Why a transition from `desktop`'s current state was refused. */
+function refusal(desktop: DesktopView, wanted: 'start' | 'stop'): ApiError {
+  if (desktop.location !== 'server') return new ApiError('CHECKED_OUT', `desktop "${desktop.name}" is checked out`);
+  const s = desktop.state;
+  if (s === 'starting' || s === 'stopping') {
+    return new ApiError('DESKTOP_BUSY', `desktop "${desktop.name}" is ${s}`, { state: s });
+  }
+  return wanted === 'start'
+    ? new ApiError('DESKTOP_RUNNING', `desktop "${desktop.name}" is already running`, { state: s })
+    : new ApiError('DESKTOP_NOT_RUNNING', `desktop "${desktop.name}" is not running`, { state: s });
+}
+
+/** Errors with an engine code pass through (their status comes from the api catalog); others are wrapped. */
+function runtimeFailure(err: unknown, desktop: DesktopView, verb: string): unknown {
+  if (err instanceof ApiError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && statusForCode(code) !== undefined) return err;
+  return new ApiError('RUNTIME_FAILED', `desktop "${desktop.name}" failed to ${verb}`, undefined, { cause: err });
+}
+
+async function reload(ctx: Ctx, id: string): Promise<DesktopView> {
+  const d = await findDesktopById(ctx.db, id);
+  if (d === undefined) throw new ApiError('NOT_FOUND', 'desktop disappeared');
+  return d;
+}
+
+async function claim(ctx: Ctx, d: DesktopView, from: DesktopStateColumn[], to: DesktopStateColumn, wanted: 'start' | 'stop') {
+  if (!(await transitionState(ctx.db, d.id, from, to, ctx.nowIso()))) throw refusal(await reload(ctx, d.id), wanted);
+}
+
+export async function startDesktop(ctx: Ctx, d: DesktopView): Promise<DesktopView> {
+  await claim(ctx, d, ['stopped', 'error'], 'starting', 'start');
+  try {
+    await ctx.runtime.start(toRuntimeDesktop(ctx.paths, d));
+  } catch (err) {
+    await setState(ctx.db, d.id, 'error', ctx.nowIso());
+    throw runtimeFailure(err, d, 'start');
+  }
+  await setState(ctx.db, d.id, 'running', ctx.nowIso());
+  return reload(ctx, d.id);
+}
+
+export async function stopDesktop(ctx: Ctx, d: DesktopView): Promise<DesktopView> {
+  // From 'error' too: a failed start may have left a process behind, and stop is how it is cleaned up.
+  await claim(ctx, d, ['running', 'error'], 'stopping', 'stop');
+  try {
+    await ctx.runtime.stop(toRuntimeDesktop(ctx.paths, d), { timeoutMs: ctx.config.stopTimeoutMs });
+  } catch (err) {
+    await setState(ctx.db, d.id, 'error', ctx.nowIso());
+    throw runtimeFailure(err, d, 'stop');
+  }
+  await setState(ctx.db, d.id, 'stopped', ctx.nowIso());
+  return reload(ctx, d.id);
+}
+
+/** Stop then start. Only a running desktop restarts; a stopped one is started with start. */
+export async function restartDesktop(ctx: Ctx, d: DesktopView): Promise<DesktopView> {
+  if (d.state !== 'running') throw refusal(d, 'stop');
+  const stopped = await stopDesktop(ctx, d);
+  return startDesktop(ctx, stopped);
+}

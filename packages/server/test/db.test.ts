@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { chown, mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import type { Kysely } from 'kysely';
+import { isForeignKeyViolation, isUniqueViolation } from '../src/db/constraints.ts';
+import { MIGRATIONS, migrateToLatest } from '../src/db/migrations.ts';
+import { openPostgres } from '../src/db/postgres.ts';
+import { listDesktops, transitionState } from '../src/db/repositories/desktops.ts';
+import { listEvents } from '../src/db/repositories/events.ts';
+import { listImages } from '../src/db/repositories/images.ts';
+import { findUserByName } from '../src/db/repositories/users.ts';
+import type { Database } from '../src/db/schema.ts';
+import { openSqlite } from '../src/db/sqlite.ts';
+import { createTestApp, errorCode } from './harness.ts';
+
+const run = promisify(execFile);
+
+/** Repository queries that must behave the same on both databases. */
+async function exerciseRepositories(db: Kysely<Database>): Promise<void> {
+  const at = '2025-01-01T00:00:00.000Z';
+  await db.insertInto('users').values({ id: 'u1', name: 'ann', password_hash: 'x', role: 'user', created_at: at, disabled: 0 }).execute();
+  await assert.rejects(
+    db.insertInto('users').values({ id: 'u2', name: 'ann', password_hash: 'x', role: 'user', created_at: at, disabled: 0 }).execute(),
+    (e: unknown) => isUniqueViolation(e),
+  );
+  const big = 5 * 1024 ** 3; // above 2^32: the bigint column round-trips as a number
+  await db.insertInto('images').values({ id: 'a'.repeat(64), name: 'img', format: 'qcow2', size: big, virtual_size: big * 2, created_at: at, created_by: 'u1' }).execute();
+  await db.insertInto('desktops').values({
+    id: 'd1', name: 'desk', owner_id: 'u1', image_id: 'a'.repeat(64), memory_mib: 512, cpus: 1, kernel: null, initrd: null,
+    append: 'console=ttyS0', state: 'stopped', location: 'server', lease_generation: 1, top_object_id: 'a'.repeat(64),
+    overlay_path: 'vms/d1/overlay.qcow2', created_at: at, updated_at: at,
+  }).execute();
+  const [image] = await listImages(db);
+  assert.equal(image?.size, big);
+  assert.equal(image?.usage, 1);
+  assert.equal(image?.created_by_name, 'ann');
+  assert.equal(await transitionState(db, 'd1', ['stopped'], 'starting', at), true);
+  assert.equal(await transitionState(db, 'd1', ['stopped'], 'starting', at), false);
+  assert.equal((await listDesktops(db, { ownerId: 'u1' }))[0]?.state, 'starting');
+  await assert.rejects(db.deleteFrom('images').execute(), (e: unknown) => isForeignKeyViolation(e));
+  for (const action of ['desktop.start', 'desktop.stop']) {
+    await db.insertInto('events').values({ at, actor_id: 'u1', actor_name: 'ann', action, desktop_id: 'd1', target: 'desk', result: 'ok', detail: '{}' }).execute();
+  }
+  const events = await listEvents(db, { ownerId: 'u1', limit: 10 });
+  assert.deepEqual(events.map((e) => e.action), ['desktop.stop', 'desktop.start']);
+  assert.equal(typeof events[0]?.id, 'number');
+  assert.equal((await findUserByName(db, 'ann'))?.role, 'user');
+  // Cascade: the user's tokens go with the user.
+  await db.insertInto('tokens').values({ id: 't1', user_id: 'u1', token_hash: 'h', kind: 'session', created_at: at, expires_at: at, revoked_at: null, last_used_at: null, desktop_id: null, used_at: null }).execute();
+  await db.deleteFrom('events').execute();
+  await db.deleteFrom('desktops').execute();
+  await db.deleteFrom('images').execute();
+  await db.deleteFrom('users').execute();
+  assert.equal((await db.selectFrom('tokens').selectAll().execute()).length, 0);
+}
+
+describe('database on SQLite', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'roamdesk-db-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('migrates, and migrating again is a no-op', async () => {
+    const file = join(dir, 'a.db');
+    let db = openSqlite(file);
+    assert.deepEqual(await migrateToLatest(db), Object.keys(MIGRATIONS));
+    assert.deepEqual(await migrateToLatest(db), []);
+    await db.destroy();
+    db = openSqlite(file);
+    assert.deepEqual(await migrateToLatest(db), []);
+    const tables = await db.introspection.getTables();
+    for (const t of ['users', 'tokens', 'images', 'desktops', 'events']) assert.ok(tables.some((x) => x.name === t), t);
+    await db.destroy();
+  });
+
+  it('runs the repository queries, with WAL and foreign keys on', async () => {
+    const db = openSqlite(join(dir, 'b.db'));
+    await migrateToLatest(db);
+    await exerciseRepositories(db);
+    await db.destroy();
+  });
+});
+
+async function findPgBin(): Promise<string | undefined> {
+  for (const dir of ['/usr/lib/postgresql/15/bin', ...(process.env['PATH'] ?? '').split(':')]) {
+    try {
+      await run(join(dir, 'pg_ctl'), ['--version']);
+      return dir;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      s.close(() => (typeof addr === 'object' && addr !== null ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+describe('database on PostgreSQL', async () => {
+  const bin = await findPgBin();
+  // initdb refuses to run as root; as root the cluster is run as the `postgres` system user.
+  const isRoot = process.getuid?.() === 0;
+  let pgUid: number | undefined;
+  if (isRoot) {
+    try {
+      pgUid = Number((await run('id', ['-u', 'postgres'])).stdout.trim());
+    } catch {
+      pgUid = undefined;
+    }
+  }
+  const skip = bin === undefined ? 'PostgreSQL (pg_ctl/initdb) is not installed' : isRoot && pgUid === undefined ? 'running as root without a postgres user for initdb' : false;
+
+  it('runs the migrations twice and the repository queries, then the API itself', { skip }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'roamdesk-pg-'));
+    const data = join(dir, 'data');
+    const asPg = (cmd: string, args: string[]) => (isRoot ? run('runuser', ['-u', 'postgres', '--', cmd, ...args]) : run(cmd, args));
+    let started = false;
+    try {
+      if (isRoot && pgUid !== undefined) await chown(dir, pgUid, 0);
+      await asPg(join(bin!, 'initdb'), ['-A', 'trust', '-U', 'roamdesk', '-D', data, '--no-sync']);
+      const port = await freePort();
+      await asPg(join(bin!, 'pg_ctl'), ['-D', data, '-l', join(dir, 'log'), '-w', '-o', `-p ${port} -k ${dir} -c listen_addresses='' -c fsync=off`, 'start']);
+      started = true;
+
+      const open = () => openPostgres({ host: dir, port, user: 'roamdesk', database: 'postgres' });
+      const db = open();
+      assert.deepEqual(await migrateToLatest(db), Object.keys(MIGRATIONS));
+      assert.deepEqual(await migrateToLatest(db), []);
+      await exerciseRepositories(db);
+      await db.destroy();
+
+      // The whole API on PostgreSQL: the same queries as on SQLite.
+      const t = await createTestApp({}, { db: open() });
+      try {
+        const alice = await t.createUser('alice');
+        assert.equal((await t.importImage('base')).statusCode, 201);
+        assert.equal((await t.createDesktop('alice-desk', 'alice', 'base')).statusCode, 201);
+        assert.equal((await t.request('POST', '/api/v1/desktops/alice-desk/start', { token: alice })).statusCode, 200);
+        const images = (await t.request('GET', '/api/v1/images', { token: alice })).json<{ images: Array<{ usage: number }> }>();
+        assert.equal(images.images[0]?.usage, 1);
+        assert.equal(errorCode(await t.request('DELETE', '/api/v1/images/base', { token: t.adminToken })), 'IMAGE_IN_USE');
+        assert.equal(errorCode(await t.request('POST', '/api/v1/users', { token: t.adminToken, body: { name: 'alice', password: 'longenough' } })), 'CONFLICT');
+        const events = (await t.request('GET', '/api/v1/events', { token: alice })).json<{ events: Array<{ action: string; id: number }> }>();
+        assert.deepEqual(events.events.map((e) => e.action), ['desktop.start', 'desktop.create']);
+      } finally {
+        await t.close();
+      }
+    } finally {
+      if (started) await asPg(join(bin!, 'pg_ctl'), ['-D', data, '-m', 'immediate', 'stop']).catch(() => {});
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,129 @@
+// In-memory fakes of the server's ports, for tests that must run without QEMU or the real store.
+/* eslint-disable @typescript-eslint/require-await -- the ports are async; these fakes answer at once */
+
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import type { ImageFormat } from '@roamdesk/api';
+import type { Clock, DesktopRuntime, Ids, ImportedObject, ObjectStore, RuntimeDesktop, RuntimeStatus } from '../src/ports.ts';
+
+export class FakeClock implements Clock {
+  constructor(public t = Date.parse('2025-01-01T00:00:00.000Z')) {}
+  now(): number {
+    return this.t;
+  }
+  advance(ms: number): void {
+    this.t += ms;
+  }
+}
+
+/** Predictable UUIDs: 00000000-0000-4000-8000-000000000001, …02 … */
+export class SeqIds implements Ids {
+  n = 0;
+  uuid(): string {
+    this.n += 1;
+    return `00000000-0000-4000-8000-${this.n.toString(16).padStart(12, '0')}`;
+  }
+}
+
+/** An error shaped like the engine packages' errors: stable code, JSON-safe data. */
+export class EngineError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly data: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Content-addressed like the real store (id = SHA-256 of the bytes). Bytes starting with "BAD" are refused
+ * the way the qcow2 policy refuses a bad header.
+ */
+export class FakeStore implements ObjectStore {
+  readonly objects = new Map<string, { size: number; format: ImageFormat }>();
+  readonly calls: string[] = [];
+  failNext: Error | undefined;
+
+  async importImage(sourcePath: string, options: { format?: ImageFormat }): Promise<ImportedObject> {
+    this.calls.push(`import ${sourcePath}`);
+    if (this.failNext !== undefined) {
+      const e = this.failNext;
+      this.failNext = undefined;
+      throw e;
+    }
+    const bytes = await readFile(sourcePath);
+    if (bytes.subarray(0, 3).toString() === 'BAD') {
+      throw new EngineError('QCOW2_ERR_BAD_MAGIC', 'not a qcow2 image', { found: '0x42414400' });
+    }
+    const id = createHash('sha256').update(bytes).digest('hex');
+    const format = options.format ?? 'raw';
+    this.objects.set(id, { size: bytes.length, format });
+    return { id, size: bytes.length, virtualSize: bytes.length * 2, format };
+  }
+
+  async remove(id: string): Promise<void> {
+    this.calls.push(`remove ${id}`);
+    this.objects.delete(id);
+  }
+
+  async has(id: string): Promise<boolean> {
+    return this.objects.has(id);
+  }
+}
+
+/** A runtime whose VMs are entries in a map. Set `failStart`/`failStop` to make the next call fail. */
+export class FakeRuntime implements DesktopRuntime {
+  readonly running = new Map<string, RuntimeDesktop>();
+  readonly calls: string[] = [];
+  readonly removed: string[] = [];
+  failStart: Error | undefined;
+  failStop: Error | undefined;
+  /** What reconcile() reports; default: what `running` says. */
+  reconcileReport: Map<string, RuntimeStatus> | undefined;
+
+  async start(d: RuntimeDesktop): Promise<void> {
+    this.calls.push(`start ${d.name}`);
+    if (this.failStart !== undefined) {
+      const e = this.failStart;
+      this.failStart = undefined;
+      throw e;
+    }
+    this.running.set(d.id, d);
+  }
+
+  async stop(d: RuntimeDesktop, options: { timeoutMs: number }): Promise<void> {
+    this.calls.push(`stop ${d.name} ${options.timeoutMs}`);
+    if (this.failStop !== undefined) {
+      const e = this.failStop;
+      this.failStop = undefined;
+      throw e;
+    }
+    this.running.delete(d.id);
+  }
+
+  async status(d: RuntimeDesktop): Promise<RuntimeStatus> {
+    return { state: this.running.has(d.id) ? 'running' : 'stopped' };
+  }
+
+  async serialLog(d: RuntimeDesktop, tailBytes: number): Promise<string> {
+    const log = `boot ${d.name}\nlogin: `;
+    return log.slice(Math.max(0, log.length - tailBytes));
+  }
+
+  async export(d: RuntimeDesktop): Promise<Readable> {
+    this.calls.push(`export ${d.name}`);
+    return Readable.from([Buffer.from(`QFI\xfbchain of ${d.name}`, 'latin1')]);
+  }
+
+  async remove(d: RuntimeDesktop): Promise<void> {
+    this.removed.push(d.id);
+  }
+
+  async reconcile(desktops: readonly RuntimeDesktop[]): Promise<ReadonlyMap<string, RuntimeStatus>> {
+    this.calls.push(`reconcile ${desktops.length}`);
+    if (this.reconcileReport !== undefined) return this.reconcileReport;
+    return new Map(desktops.map((d) => [d.id, { state: this.running.has(d.id) ? ('running' as const) : ('stopped' as const) }]));
+  }
+}
