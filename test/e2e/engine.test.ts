@@ -22,7 +22,7 @@ async function sha256File(path: string): Promise<string> {
 }
 
 /** Generations the guest reported as written (data and manifest fsync'd) so far. */
-async function writtenGens(serial: string): Promise<number[]> {
+function writtenGens(serial: string): number[] {
   return parseGuestSerial(serial).flatMap((e) => (e.step === 'write' ? [e.gen] : []));
 }
 
@@ -73,10 +73,10 @@ describe('engine with the real guest', () => {
       let loggedAll: number[];
       try {
         await vm.waitForSerial(/ROAMDESK write gen=2 /, { timeoutMs: 90_000 });
-        loggedBeforeSeal = await writtenGens(await vm.readSerial());
+        loggedBeforeSeal = writtenGens(await vm.readSerial());
         sealed = await store.sealLive(overlay, { qmp: vm.qmp, device: 'disk0', activeNode: vm.activeNode });
         vm.activeNode = sealed.activeNode;
-        const last = Math.max(...(await writtenGens(await vm.readSerial())));
+        const last = Math.max(...(writtenGens(await vm.readSerial())));
         await vm.waitForSerial(new RegExp(`ROAMDESK write gen=${last + 2} `), { timeoutMs: 60_000 });
 
         // Paused, the live chain is stable: its export must read exactly the same.
@@ -88,7 +88,7 @@ describe('engine with the real guest', () => {
 
         const exit = await vm.powerDown({ timeoutMs: 60_000 });
         assert.equal(exit.reason, 'guest-shutdown');
-        loggedAll = await writtenGens(await vm.readSerial());
+        loggedAll = writtenGens(await vm.readSerial());
       } finally {
         await stopVm(vm);
       }
@@ -124,7 +124,7 @@ describe('engine with the real guest', () => {
         await vm.waitForSerial(/ROAMDESK write gen=1 /, { timeoutMs: 90_000 });
         const exit = await vm.kill(); // back-to-back 2 MiB writes: the kill lands mid-write
         assert.equal(exit.reason, 'killed');
-        logged = await writtenGens(await vm.readSerial());
+        logged = writtenGens(await vm.readSerial());
       } finally {
         await stopVm(vm);
       }
