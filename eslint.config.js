@@ -11,10 +11,10 @@ const layers = {
   store: ['qcow2', 'qmp', 'qemu'],
   transfer: ['qcow2', 'store'],
   api: [],
-  server: ['qcow2', 'qmp', 'qemu', 'store', 'transfer', 'api'],
+  server: ['qcow2', 'qmp', 'qemu', 'store', 'transfer', 'api', 'web'],
   client: ['qcow2', 'qmp', 'qemu', 'store', 'transfer', 'api'],
   web: ['api'],
-  cli: ['qcow2', 'qmp', 'qemu', 'store', 'transfer', 'api', 'server', 'client'],
+  cli: ['qcow2', 'qmp', 'qemu', 'store', 'transfer', 'api', 'server', 'client', 'web'],
 };
 const all = Object.keys(layers);
 

@@ -5,6 +5,8 @@
 import { Command, CommanderError } from 'commander';
 
 import { registerDemo } from './commands/demo.ts';
+import { registerRemote } from './commands/remote.ts';
+import { registerServer } from './commands/server.ts';
 import { CliUsageError } from './errors.ts';
 import { Output } from './output.ts';
 
@@ -27,6 +29,8 @@ export function buildProgram(): Command {
     .option('-v, --verbose', 'show error details')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
+  registerServer(program, context);
+  registerRemote(program, context);
   registerDemo(program, context);
   return program;
 }
