@@ -26,7 +26,8 @@ need=(
   "/usr/bin/prlimit util-linux"
 )
 if [ "$mode" = "--test" ]; then
-  need+=("/usr/bin/rsync rsync")
+  # rsync: the benchmark's baseline; chromium: the browser test of the remote console.
+  need+=("/usr/bin/rsync rsync" "/usr/bin/chromium chromium")
 fi
 missing=()
 for entry in "${need[@]}"; do

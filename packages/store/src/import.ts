@@ -68,6 +68,28 @@ async function checkCopy(ctx: Ctx, path: string, signal: AbortSignal | undefined
   }
 }
 
+/**
+ * Steps 2–3: copy the source into a temp file in objects/ while hashing, then re-check the header ON THE COPY
+ * (the source may have changed since the first check). Sets `into.path` as soon as the temp exists, so the
+ * caller can discard it on any failure.
+ */
+async function copyChecked(
+  ctx: Ctx, fh: FileHandle, size: number, check: (header: ReturnType<typeof parseHeader>) => void,
+  opts: ImportOptions, into: { path: string | null },
+): Promise<{ sha256: string; bytes: number; virtualSize: number }> {
+  const tmp = await createTemp(ctx.layout.objectsDir);
+  into.path = tmp.path;
+  try {
+    const { sha256, bytes } = await copyAndHash(fh, tmp.handle, { onProgress: opts.onProgress, signal: opts.signal, expectedBytes: size });
+    const header = parseHeader(await readLeadingBytes(tmp.handle));
+    check(header);
+    await tmp.handle.sync();
+    return { sha256, bytes, virtualSize: Number(header.virtualSize) };
+  } finally {
+    await tmp.handle.close();
+  }
+}
+
 function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted === true) throw new StoreAbortedError('import aborted', {}, { cause: signal.reason });
 }
@@ -75,46 +97,33 @@ function throwIfAborted(signal: AbortSignal | undefined): void {
 export async function importImage(ctx: Ctx, source: string, opts: ImportImageOptions = {}): Promise<ObjectInfo> {
   if (opts.expectedId !== undefined) assertObjectId(opts.expectedId);
   const { fh, size } = await openSource(source);
-  let tempPath: string | null = null;
+  const temp: { path: string | null } = { path: null };
   try {
     const lead = await readLeadingBytes(fh);
     const format = opts.format ?? detectFormat(lead);
     if (format === 'qcow2') {
       checkImageHeader(parseHeader(lead));
-      const tmp = await createTemp(ctx.layout.objectsDir);
-      tempPath = tmp.path;
-      let sha256: string;
-      let bytes: number;
-      let virtualSize: number;
-      try {
-        ({ sha256, bytes } = await copyAndHash(fh, tmp.handle, { onProgress: opts.onProgress, signal: opts.signal, expectedBytes: size }));
-        const header = parseHeader(await readLeadingBytes(tmp.handle));
-        checkImageHeader(header);
-        virtualSize = Number(header.virtualSize);
-        await tmp.handle.sync();
-      } finally {
-        await tmp.handle.close();
-      }
-      return await finish(ctx, tempPath, { id: sha256, kind: 'image', parent: null, size: bytes, virtualSize }, opts);
+      const { sha256, bytes, virtualSize } = await copyChecked(ctx, fh, size, (h) => checkImageHeader(h), opts, temp);
+      return await finish(ctx, temp.path as string, { id: sha256, kind: 'image', parent: null, size: bytes, virtualSize }, opts);
     }
     // raw: the bytes are guest data with no metadata, so qemu-img may read them; the qcow2 it writes is ours.
     await fh.close();
     const tmp = await createTemp(ctx.layout.objectsDir);
-    tempPath = tmp.path;
+    temp.path = tmp.path;
     await tmp.handle.close();
     const meter = new ProgressMeter(size, opts.onProgress);
-    await ctx.img.convert(source, tempPath, {
+    await ctx.img.convert(source, tmp.path, {
       sourceFormat: 'raw',
       onProgress: (p) => meter.update(Math.round((p.percent / 100) * size * 0.9)),
       ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
     });
-    const header = parseHeader(await readLeadingBytesOf(tempPath));
+    const header = parseHeader(await readLeadingBytesOf(tmp.path));
     checkImageHeader(header);
-    const { sha256, bytes } = await hashFile(tempPath, { signal: opts.signal });
+    const { sha256, bytes } = await hashFile(tmp.path, { signal: opts.signal });
     meter.update(size, true);
-    return await finish(ctx, tempPath, { id: sha256, kind: 'image', parent: null, size: bytes, virtualSize: Number(header.virtualSize) }, opts);
+    return await finish(ctx, tmp.path, { id: sha256, kind: 'image', parent: null, size: bytes, virtualSize: Number(header.virtualSize) }, opts);
   } catch (e) {
-    if (tempPath !== null) await discard(tempPath);
+    if (temp.path !== null) await discard(temp.path);
     throw asImportError(e, `import of ${source}`);
   } finally {
     await fh.close().catch(() => undefined);
@@ -148,29 +157,16 @@ export async function importLayer(ctx: Ctx, source: string, expectedParent: Obje
   const policy = { expectedVirtualSize: BigInt(parent.virtualSize) };
 
   const { fh, size } = await openSource(source);
-  let tempPath: string | null = null;
+  const temp: { path: string | null } = { path: null };
   try {
     const lead = await readLeadingBytes(fh);
     if (detectFormat(lead) !== 'qcow2') throw new UnsupportedSourceError(`${source} is not qcow2: a layer must be a qcow2 overlay`, { source });
     // Before any QEMU tool opens it (DESIGN.md, "Data path rules").
     checkUntrustedLayer(parseHeader(lead), parentName, policy);
-    const tmp = await createTemp(ctx.layout.objectsDir);
-    tempPath = tmp.path;
-    let sha256: string;
-    let bytes: number;
-    let virtualSize: number;
-    try {
-      ({ sha256, bytes } = await copyAndHash(fh, tmp.handle, { onProgress: opts.onProgress, signal: opts.signal, expectedBytes: size }));
-      const header = parseHeader(await readLeadingBytes(tmp.handle));
-      checkUntrustedLayer(header, parentName, policy);
-      virtualSize = Number(header.virtualSize);
-      await tmp.handle.sync();
-    } finally {
-      await tmp.handle.close();
-    }
-    return await finish(ctx, tempPath, { id: sha256, kind: 'layer', parent: expectedParent, size: bytes, virtualSize }, opts);
+    const { sha256, bytes, virtualSize } = await copyChecked(ctx, fh, size, (h) => checkUntrustedLayer(h, parentName, policy), opts, temp);
+    return await finish(ctx, temp.path as string, { id: sha256, kind: 'layer', parent: expectedParent, size: bytes, virtualSize }, opts);
   } catch (e) {
-    if (tempPath !== null) await discard(tempPath);
+    if (temp.path !== null) await discard(temp.path);
     throw asImportError(e, `import of layer ${source}`);
   } finally {
     await fh.close().catch(() => undefined);
