@@ -19,7 +19,8 @@ const layers = {
 const all = Object.keys(layers);
 
 export default tseslint.config(
-  { ignores: ['**/node_modules/**', '.cache/**', '**/dist/**', 'packages/*/bin/**', 'eslint.config.js'] },
+  // packages/web/public: browser ES modules served as-is (no build); they carry // @ts-check instead.
+  { ignores: ['**/node_modules/**', '.cache/**', '**/dist/**', 'packages/*/bin/**', 'eslint.config.js', 'packages/web/public/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

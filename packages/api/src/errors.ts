@@ -32,6 +32,8 @@ export const ERROR_CATALOG = {
   DESKTOP_BUSY: { status: 409, message: 'The desktop is starting or stopping; retry when it settles.' },
   CHECKED_OUT: { status: 409, message: 'The desktop is checked out to a device.' },
   LEASE_STALE: { status: 409, message: 'The lease generation is stale.' },
+  // --- remote console
+  CONSOLE_LIMIT: { status: 429, message: 'Too many console sessions are open; close one and retry.' },
   // --- server side
   RUNTIME_FAILED: { status: 500, message: 'The desktop runtime failed.' },
   INTERNAL: { status: 500, message: 'Internal server error.' },

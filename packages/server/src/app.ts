@@ -4,6 +4,7 @@
 import { API_PREFIX } from '@roamdesk/api';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import websocket from '@fastify/websocket';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { LoginLimiter } from './auth/rate-limit.ts';
@@ -11,7 +12,9 @@ import { generatePassword } from './auth/secrets.ts';
 import { dataPaths } from './config.ts';
 import type { AppContext, AppDeps } from './context.ts';
 import { installAuth, installErrorHandling } from './http/hooks.ts';
+import { webPages } from './console/web.ts';
 import { authRoutes } from './routes/auth.ts';
+import { consoleRoutes } from './routes/console.ts';
 import { desktopRoutes } from './routes/desktops.ts';
 import { eventRoutes } from './routes/events.ts';
 import { imageRoutes } from './routes/images.ts';
@@ -65,6 +68,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(websocket, {
+    options: {
+      // RFB from the browser is keystrokes and pointer moves; nothing legitimate comes near 1 MiB.
+      maxPayload: 1024 * 1024,
+      // noVNC asks for "binary"; answer it, and no other subprotocol.
+      handleProtocols: (protocols) => (protocols.has('binary') ? 'binary' : false),
+    },
+  });
+  await app.register(webPages);
 
   await app.register(
     async (api) => {
@@ -74,6 +86,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await api.register(imageRoutes(ctx));
       await api.register(desktopRoutes(ctx));
       await api.register(eventRoutes(ctx));
+      await api.register(consoleRoutes(ctx));
     },
     { prefix: API_PREFIX },
   );

@@ -3,6 +3,10 @@
 
 export { buildApp, createContext, API_VERSION } from './app.ts';
 export { startServer, systemClock, randomIds, type StartOptions, type ServerHandle } from './server.ts';
+export type { AdminSession } from './services/admin-session.ts';
+export { createLogger, prettyLine } from './logger.ts';
+export { QemuRuntime, type QemuRuntimeOptions } from './runtime/qemu-runtime.ts';
+export { storeAdapter } from './runtime/store-adapter.ts';
 export {
   ServerConfigSchema,
   parseConfig,

@@ -25,6 +25,11 @@ export interface ObjectStore {
    * is left where it is. `format` omitted = the store detects it from the bytes (never by QEMU probing).
    */
   importImage(sourcePath: string, options: { format?: ImageFormat }): Promise<ImportedObject>;
+  /**
+   * A new, empty writable overlay on the sealed object `parentId`, inside the store (so sealing it later is a
+   * link, not a copy). The file name has a random part: the caller records `path`. `label` is advisory.
+   */
+  createOverlay(parentId: string, options: { label?: string }): Promise<{ path: string }>;
   /** Remove an object. Removing an absent object is not an error. */
   remove(id: string): Promise<void>;
   has(id: string): Promise<boolean>;
@@ -42,8 +47,9 @@ export interface ImportedObject {
 }
 
 /**
- * Everything the runtime needs to run one desktop. Paths are built by the server from validated ids
- * (never from names); the runtime creates `runDir` and the overlay in it if they are missing.
+ * Everything the runtime needs to run one desktop. Paths are built by the server from validated ids and
+ * checked database values (never from names); the runtime creates `runDir` if it is missing. The server
+ * creates the overlay (ObjectStore.createOverlay) and records it before the first start.
  */
 export interface RuntimeDesktop {
   id: string;
@@ -58,8 +64,8 @@ export interface RuntimeDesktop {
   append: string | null;
   /** `<data>/vms/<desktop-id>/` */
   runDir: string;
-  /** The writable overlay on top of the chain, inside runDir. */
-  overlayPath: string;
+  /** The writable overlay on top of the chain (absolute, in the store's objects dir); null = none yet. */
+  overlayPath: string | null;
   leaseGeneration: number;
 }
 
@@ -92,6 +98,19 @@ export interface DesktopRuntime {
    * kills those that no desktop should be running, and reports each desktop's real state.
    */
   reconcile(desktops: readonly RuntimeDesktop[]): Promise<ReadonlyMap<string, RuntimeStatus>>;
+  /**
+   * The VM's VNC UNIX socket (`vm.paths.vnc`: mode 0600 in the 0700 run dir) while it runs, else null.
+   * Only the console proxy (src/console/) connects to it, after checking a console token; VNC never
+   * listens on TCP.
+   */
+  consoleSocket(desktop: RuntimeDesktop): Promise<string | null>;
+  /**
+   * Tell `listener` when a VM ends without stop() being asked (the guest powered off, QEMU crashed or was
+   * killed), so the recorded state can follow. Returns the unsubscribe function. Optional: fakes need not.
+   */
+  onExit?(listener: (desktopId: string, status: RuntimeStatus) => void): () => void;
+  /** Server shutdown: let go of the VMs (QMP connections, watchers) WITHOUT stopping them. Optional. */
+  close?(): Promise<void>;
 }
 
 /** Password hashing (argon2id in production; the same algorithm with small costs in tests). */

@@ -17,13 +17,15 @@ import { migrateToLatest } from './db/migrations.ts';
 import type { Database } from './db/schema.ts';
 import { openSqlite } from './db/sqlite.ts';
 import type { Clock, DesktopRuntime, Ids, ObjectStore, PasswordHasher } from './ports.ts';
-import { reconcileDesktops, type ReconcileChange } from './services/reconcile.ts';
+import { defaultEngines } from './runtime/defaults.ts';
+import { type AdminSession, openAdminSession } from './services/admin-session.ts';
+import { followRuntimeExits, reconcileDesktops, type ReconcileChange } from './services/reconcile.ts';
 
 export interface StartOptions {
-  /** The content-addressed store rooted at `<data>/store` (the CLI builds @roamdesk/store's Store). */
-  store: ObjectStore | ((paths: DataPaths) => ObjectStore | Promise<ObjectStore>);
-  /** Runs desktops (the CLI builds the QEMU runtime over `<data>/vms`). */
-  runtime: DesktopRuntime | ((paths: DataPaths) => DesktopRuntime | Promise<DesktopRuntime>);
+  /** The content-addressed store. Default: @roamdesk/store's Store at `<data>/store`. */
+  store?: ObjectStore | ((paths: DataPaths) => ObjectStore | Promise<ObjectStore>);
+  /** Runs desktops. Default: the QEMU runtime (src/runtime/) over `<data>/vms`, on the same Store. */
+  runtime?: DesktopRuntime | ((paths: DataPaths) => DesktopRuntime | Promise<DesktopRuntime>);
   logger?: FastifyBaseLogger;
   clock?: Clock;
   ids?: Ids;
@@ -47,6 +49,8 @@ export interface ServerHandle {
   close(): Promise<void>;
   /** Settles when the server has closed (after close() or a signal). */
   closed: Promise<void>;
+  /** A short-lived admin token for this process only (e.g. `--demo` setup through the API); revoke it after use. */
+  adminSession(): Promise<AdminSession>;
 }
 
 export const systemClock: Clock = { now: () => Date.now() };
@@ -62,7 +66,7 @@ async function prepareDataDir(paths: DataPaths): Promise<void> {
   for (const entry of await readdir(paths.uploads)) await rm(join(paths.uploads, entry), { force: true, recursive: true });
 }
 
-export async function startServer(input: unknown, options: StartOptions): Promise<ServerHandle> {
+export async function startServer(input: unknown, options: StartOptions = {}): Promise<ServerHandle> {
   const config = parseConfig(input);
   const paths = dataPaths(config.dataDir);
   const logger = options.logger ?? pino({ level: config.logLevel });
@@ -70,14 +74,19 @@ export async function startServer(input: unknown, options: StartOptions): Promis
 
   const db = options.db ?? openSqlite(paths.database);
   let app: FastifyInstance | undefined;
+  let runtime: DesktopRuntime | undefined;
+  let unwatch: (() => void) | undefined;
   try {
     const applied = await migrateToLatest(db);
     if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
 
+    const engines = defaultEngines(paths);
+    runtime =
+      options.runtime === undefined ? await engines.runtime() : typeof options.runtime === 'function' ? await options.runtime(paths) : options.runtime;
     const deps: AppDeps = {
       db,
-      store: typeof options.store === 'function' ? await options.store(paths) : options.store,
-      runtime: typeof options.runtime === 'function' ? await options.runtime(paths) : options.runtime,
+      store: options.store === undefined ? await engines.store() : typeof options.store === 'function' ? await options.store(paths) : options.store,
+      runtime,
       clock: options.clock ?? systemClock,
       ids: options.ids ?? randomIds,
       logger,
@@ -90,6 +99,8 @@ export async function startServer(input: unknown, options: StartOptions): Promis
 
     const reconciled = await reconcileDesktops(createContext(deps));
     for (const c of reconciled) logger.warn(c, 'desktop state corrected at start');
+    // From now on a VM that ends by itself (guest power-off, crash) moves its desktop to stopped/error.
+    unwatch = await followRuntimeExits(createContext(deps), (c) => logger.info(c, 'desktop VM ended'));
 
     app = await buildApp(deps);
     const { host, port } = parseListen(config.listen);
@@ -107,9 +118,12 @@ export async function startServer(input: unknown, options: StartOptions): Promis
       (closing ??= (async () => {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
+        unwatch?.();
         try {
           await listening.close();
         } finally {
+          // Detached VMs keep running; the next start re-adopts them (reconcile).
+          await runtime?.close?.().catch((err: unknown) => logger.error({ err }, 'runtime close failed'));
           await db.destroy();
           resolveClosed();
         }
@@ -119,11 +133,15 @@ export async function startServer(input: unknown, options: StartOptions): Promis
       process.on('SIGTERM', onSignal);
     }
 
-    const handle: ServerHandle = { app, config, url, reconciled, close, closed };
+    const adminContext = createContext(deps);
+    const adminSession = () => openAdminSession(adminContext);
+    const handle: ServerHandle = { app, config, url, reconciled, close, closed, adminSession };
     if (admin.generatedPassword !== undefined) handle.initialAdminPassword = admin.generatedPassword;
     return handle;
   } catch (err) {
+    unwatch?.();
     await app?.close().catch(() => {});
+    await runtime?.close?.().catch(() => {});
     await db.destroy().catch(() => {});
     throw err;
   }

@@ -38,6 +38,7 @@ const ENDPOINTS: Endpoint[] = [
   { method: 'POST', url: '/api/v1/desktops/{d}/restart', admin: false, desktop: true },
   { method: 'GET', url: '/api/v1/desktops/{d}/log', admin: false, desktop: true },
   { method: 'GET', url: '/api/v1/desktops/{d}/export', admin: false, desktop: true },
+  { method: 'POST', url: '/api/v1/desktops/{d}/console', admin: false, desktop: true },
   { method: 'GET', url: '/api/v1/events?desktop={d}', admin: false, desktop: true },
 ];
 

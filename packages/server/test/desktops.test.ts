@@ -38,7 +38,7 @@ describe('desktops', () => {
     assert.equal(withKernel.statusCode, 201, withKernel.body);
     assert.equal(withKernel.json<DesktopBody>().desktop.kernel, kernel);
     const row = await t.db.selectFrom('desktops').select(['overlay_path', 'top_object_id', 'image_id']).where('name', '=', 'ivan-1').executeTakeFirstOrThrow();
-    assert.match(row.overlay_path, /^vms\/[0-9a-f-]{36}\/overlay\.qcow2$/);
+    assert.equal(row.overlay_path, null, 'the overlay is created at first start');
     assert.equal(row.top_object_id, row.image_id);
   });
 
@@ -84,7 +84,10 @@ describe('desktops', () => {
     assert.ok(t.runtime.running.has(id));
     const running = t.runtime.running.get(id);
     assert.equal(running?.runDir, join(t.dir, 'vms', id));
-    assert.equal(running?.overlayPath, join(t.dir, 'vms', id, 'overlay.qcow2'));
+    // A store overlay (sealable by link), recorded relative to the data dir before the VM runs.
+    assert.match(running?.overlayPath ?? '', new RegExp(`^${join(t.dir, 'store', 'objects')}/overlay-desktop-[0-9a-f]{8}-[0-9a-f]{16}\\.qcow2$`));
+    const row = await t.db.selectFrom('desktops').select('overlay_path').where('id', '=', id).executeTakeFirstOrThrow();
+    assert.equal(row.overlay_path === null ? null : join(t.dir, row.overlay_path), running?.overlayPath);
 
     const again = await t.request('POST', '/api/v1/desktops/hana-1/start', { token: hana });
     assert.equal(again.statusCode, 409);

@@ -45,6 +45,16 @@ export class FakeStore implements ObjectStore {
   readonly objects = new Map<string, { size: number; format: ImageFormat }>();
   readonly calls: string[] = [];
   failNext: Error | undefined;
+  /** Overlays are named like the real store's, in `<root>/objects/` (the server checks where they are). */
+  root = '/nonexistent/store';
+  #overlays = 0;
+
+  async createOverlay(parentId: string, options: { label?: string }): Promise<{ path: string }> {
+    this.calls.push(`overlay ${parentId}`);
+    this.#overlays += 1;
+    const label = options.label === undefined ? '' : `${options.label}-`;
+    return { path: `${this.root}/objects/overlay-${label}${this.#overlays.toString(16).padStart(16, '0')}.qcow2` };
+  }
 
   async importImage(sourcePath: string, options: { format?: ImageFormat }): Promise<ImportedObject> {
     this.calls.push(`import ${sourcePath}`);
@@ -82,6 +92,8 @@ export class FakeRuntime implements DesktopRuntime {
   failStop: Error | undefined;
   /** What reconcile() reports; default: what `running` says. */
   reconcileReport: Map<string, RuntimeStatus> | undefined;
+  /** Console (VNC) socket path per desktop id, set by tests; consoleSocket() reports it while running. */
+  readonly consoleSockets = new Map<string, string>();
 
   async start(d: RuntimeDesktop): Promise<void> {
     this.calls.push(`start ${d.name}`);
@@ -119,6 +131,11 @@ export class FakeRuntime implements DesktopRuntime {
 
   async remove(d: RuntimeDesktop): Promise<void> {
     this.removed.push(d.id);
+  }
+
+  async consoleSocket(d: RuntimeDesktop): Promise<string | null> {
+    if (!this.running.has(d.id)) return null;
+    return this.consoleSockets.get(d.id) ?? null;
   }
 
   async reconcile(desktops: readonly RuntimeDesktop[]): Promise<ReadonlyMap<string, RuntimeStatus>> {

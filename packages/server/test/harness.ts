@@ -56,6 +56,7 @@ export async function createTestApp(
   const clock = new FakeClock();
   const ids = new SeqIds();
   const store = new FakeStore();
+  store.root = paths.store;
   const runtime = new FakeRuntime();
   const hasher = {
     verifyCalls: 0,

@@ -123,7 +123,7 @@ describe('startServer', () => {
     ] as const) {
       await db.insertInto('desktops').values({
         id, name, owner_id: admin.id, image_id: 'b'.repeat(64), memory_mib: 64, cpus: 1, kernel: null, initrd: null, append: null,
-        state, location: 'server', lease_generation: 1, top_object_id: 'b'.repeat(64), overlay_path: `vms/${id}/overlay.qcow2`, created_at: at, updated_at: at,
+        state, location: 'server', lease_generation: 1, top_object_id: 'b'.repeat(64), overlay_path: null, created_at: at, updated_at: at,
       }).execute();
     }
     await db.destroy();

@@ -150,6 +150,18 @@ export class Store {
     return nodes;
   }
 
+  /**
+   * Deletes a writable overlay whose work is to be thrown away (its desktop was deleted). Only overlay names
+   * this store generated, directly inside objects/, are accepted; an absent overlay is not an error. The
+   * caller makes sure no VM has it open.
+   */
+  async discardOverlay(overlay: Overlay): Promise<void> {
+    const path = this.#layout.overlayPath(overlay);
+    if (!(await this.#layout.exists(path))) return;
+    await unlink(path);
+    await fsyncDir(this.#layout.objectsDir);
+  }
+
   /** Offline: the VM is stopped. The overlay becomes a layer; its path is gone afterwards. */
   async seal(overlay: Overlay): Promise<ObjectInfo> {
     return seal(this.#ctx(), overlay);

@@ -17,6 +17,9 @@ export const EVENT_ACTIONS = [
   'desktop.restart',
   'desktop.export',
   'desktop.reconcile',
+  'desktop.console',
+  'console.start',
+  'console.end',
 ] as const;
 export type EventAction = (typeof EVENT_ACTIONS)[number];
 

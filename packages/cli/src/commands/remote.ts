@@ -1,6 +1,13 @@
 import type { Command } from 'commander';
 
 import type { CommandContext } from '../main.ts';
+import { registerAdmin } from './remote/admin.ts';
+import { registerAuth } from './remote/auth.ts';
+import { registerDesktops } from './remote/desktops.ts';
 
 /** Commands that talk to a Roamdesk server: login, logout, desktops, start, stop, logs, console, export, admin … */
-export function registerRemote(_program: Command, _ctx: CommandContext): void {}
+export function registerRemote(program: Command, ctx: CommandContext): void {
+  registerAuth(program, ctx);
+  registerDesktops(program, ctx);
+  registerAdmin(program, ctx);
+}

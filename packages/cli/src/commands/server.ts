@@ -1,6 +1,62 @@
+/**
+ * `roamdesk server`: runs the broker (the main job) until SIGINT/SIGTERM. Desktops' VMs are detached from this
+ * process: stopping the server leaves them running, and the next start re-adopts them.
+ */
 import type { Command } from 'commander';
 
-import type { CommandContext } from '../main.ts';
+import { createLogger, defaultDataDir, startServer, type ServerHandle } from '@roamdesk/server';
 
-/** `roamdesk server`: runs the broker (the main job). */
-export function registerServer(_program: Command, _ctx: CommandContext): void {}
+import { CliUsageError } from '../errors.ts';
+import type { CommandContext } from '../main.ts';
+import { demoInstructions, provisionDemo } from './server-demo.ts';
+
+interface ServerOptions {
+  listen: string;
+  data?: string;
+  demo?: boolean;
+  logLevel: string;
+}
+
+export function registerServer(program: Command, ctx: CommandContext): void {
+  program
+    .command('server')
+    .description('Run the Roamdesk server (HTTP API, web UI, desktops as QEMU VMs)')
+    .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8760')
+    .option('--data <dir>', `data directory (default ${defaultDataDir(process.env) ?? '$XDG_DATA_HOME/roamdesk'})`)
+    .option('--demo', 'also import the tiny guest as image "demo", user "demo" and desktop "demo"')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
+    .action(async (opts: ServerOptions, cmd: Command) => {
+      const out = ctx.output(cmd);
+      const logger = createLogger({ level: opts.logLevel, pretty: process.stderr.isTTY });
+      const config: Record<string, unknown> = { listen: opts.listen, logLevel: opts.logLevel };
+      if (opts.data !== undefined) config['dataDir'] = opts.data;
+      else if (defaultDataDir(process.env) === undefined) throw new CliUsageError('no data directory: pass --data DIR (HOME and XDG_DATA_HOME are unset)');
+
+      const handle: ServerHandle = await startServer(config, { logger });
+      logger.info({ url: handle.url, dataDir: handle.config.dataDir }, 'roamdesk server listening');
+      handle.closed
+        .then(() => logger.info('server stopped; running desktops keep running and are re-adopted at the next start'))
+        .catch(() => {});
+      const summary: Record<string, unknown> = { url: handle.url, dataDir: handle.config.dataDir };
+      if (handle.initialAdminPassword !== undefined) {
+        // Shown exactly once: it is stored nowhere but as a hash.
+        summary['adminPassword'] = handle.initialAdminPassword;
+        out.info(`Administrator: user admin, password ${handle.initialAdminPassword}  (shown once; change it or set ROAMDESK_ADMIN_PASSWORD)`);
+      }
+      if (opts.demo === true) {
+        try {
+          const ready = await provisionDemo(handle, process.env);
+          summary['demo'] = ready;
+          out.info(demoInstructions(handle.url, ready));
+        } catch (err) {
+          await handle.close();
+          throw err;
+        }
+      }
+      out.result(summary);
+      await handle.closed;
+      // Watchers of re-adopted VMs poll /proc and would keep the event loop alive after close: the CLI decides
+      // to end here (the VMs themselves are separate processes and keep running).
+      setTimeout(() => process.exit(process.exitCode ?? 0), 50).unref();
+    });
+}

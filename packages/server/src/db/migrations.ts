@@ -58,7 +58,7 @@ const m0001_initial: Migration = {
       .addColumn('location', 'text', (c) => c.notNull().defaultTo('server'))
       .addColumn('lease_generation', 'integer', (c) => c.notNull().defaultTo(1))
       .addColumn('top_object_id', 'text', (c) => c.notNull())
-      .addColumn('overlay_path', 'text', (c) => c.notNull())
+      .addColumn('overlay_path', 'text')
       .addColumn('created_at', 'text', (c) => c.notNull())
       .addColumn('updated_at', 'text', (c) => c.notNull())
       .execute();

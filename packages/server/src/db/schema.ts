@@ -64,8 +64,12 @@ export interface DesktopsTable {
   lease_generation: number;
   /** The chain's top sealed object: the image, or later the newest layer. */
   top_object_id: string;
-  /** The writable overlay, relative to the data directory (vms/<id>/overlay.qcow2). */
-  overlay_path: string;
+  /**
+   * The writable overlay, relative to the data directory (`store/objects/overlay-<label>-<16 hex>.qcow2`: a
+   * store overlay, so sealing it is a link, never a copy). Null while the desktop has none: before its first
+   * start (and later while a device holds the lease). The name has a random part, hence stored here.
+   */
+  overlay_path: string | null;
   created_at: string;
   updated_at: string;
 }

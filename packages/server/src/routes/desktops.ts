@@ -24,7 +24,7 @@ import { callerOf } from '../http/hooks.ts';
 import { visibleDesktop } from '../services/access.ts';
 import { requireRegularFile } from '../services/files.ts';
 import { restartDesktop, startDesktop, stopDesktop } from '../services/lifecycle.ts';
-import { relativeOverlayPath, toRuntimeDesktop } from '../services/paths.ts';
+import { toRuntimeDesktop } from '../services/paths.ts';
 import { errorResponses, NoContent, type RoutePlugin } from './common.ts';
 
 async function createDesktop(ctx: AppContext, body: CreateDesktopRequest): Promise<DesktopView> {
@@ -55,7 +55,7 @@ async function createDesktop(ctx: AppContext, body: CreateDesktopRequest): Promi
       location: 'server',
       lease_generation: 1,
       top_object_id: image.id,
-      overlay_path: relativeOverlayPath(id),
+      overlay_path: null, // created at first start (services/lifecycle.ts)
       created_at: now,
       updated_at: now,
     });

@@ -7,11 +7,11 @@
 
 import { ApiError, statusForCode } from '@roamdesk/api';
 import type { AppContext } from '../context.ts';
-import { type DesktopView, findDesktopById, setState, transitionState } from '../db/repositories/desktops.ts';
+import { type DesktopView, findDesktopById, setOverlayPath, setState, transitionState } from '../db/repositories/desktops.ts';
 import type { DesktopStateColumn } from '../db/schema.ts';
-import { toRuntimeDesktop } from './paths.ts';
+import { relativeOverlayPath, toRuntimeDesktop } from './paths.ts';
 
-type Ctx = Pick<AppContext, 'db' | 'runtime' | 'paths' | 'config' | 'nowIso'>;
+type Ctx = Pick<AppContext, 'db' | 'store' | 'runtime' | 'paths' | 'config' | 'nowIso'>;
 
 /** Why a transition from `desktop`'s current state was refused. */
 function refusal(desktop: DesktopView, wanted: 'start' | 'stop'): ApiError {
@@ -43,9 +43,23 @@ async function claim(ctx: Ctx, d: DesktopView, from: DesktopStateColumn[], to: D
   if (!(await transitionState(ctx.db, d.id, from, to, ctx.nowIso()))) throw refusal(await reload(ctx, d.id), wanted);
 }
 
+/**
+ * A desktop without an overlay (never started) gets one on its top object, recorded BEFORE any VM writes to
+ * it, so no VM ever runs on an overlay the database does not know. A crash between create and record leaves
+ * an empty, unreferenced overlay file: harmless.
+ */
+async function ensureOverlay(ctx: Ctx, d: DesktopView): Promise<DesktopView> {
+  if (d.overlay_path !== null) return d;
+  const overlay = await ctx.store.createOverlay(d.top_object_id, { label: `desktop-${d.id.slice(0, 8)}` });
+  const rel = relativeOverlayPath(ctx.paths, overlay.path);
+  await setOverlayPath(ctx.db, d.id, rel, ctx.nowIso());
+  return { ...d, overlay_path: rel };
+}
+
 export async function startDesktop(ctx: Ctx, d: DesktopView): Promise<DesktopView> {
   await claim(ctx, d, ['stopped', 'error'], 'starting', 'start');
   try {
+    d = await ensureOverlay(ctx, d);
     await ctx.runtime.start(toRuntimeDesktop(ctx.paths, d));
   } catch (err) {
     await setState(ctx.db, d.id, 'error', ctx.nowIso());

@@ -77,6 +77,11 @@ export async function setState(db: Kysely<Database>, id: string, to: DesktopStat
   await db.updateTable('desktops').set({ state: to, updated_at: at }).where('id', '=', id).execute();
 }
 
+/** Record the desktop's writable overlay (relative to the data dir) once it exists. */
+export async function setOverlayPath(db: Kysely<Database>, id: string, overlayPath: string | null, at: string): Promise<void> {
+  await db.updateTable('desktops').set({ overlay_path: overlayPath, updated_at: at }).where('id', '=', id).execute();
+}
+
 /** Delete only a desktop at rest on the server, so a concurrent start cannot lose its row. */
 export async function deleteDesktopAtRest(db: Kysely<Database>, id: string): Promise<boolean> {
   const r = await db

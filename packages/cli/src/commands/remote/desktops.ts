@@ -1,0 +1,117 @@
+// The user's commands: desktops, start, stop, logs, console, export.
+
+import { resolve } from 'node:path';
+
+import type { Command } from 'commander';
+
+import { SERIAL_LOG_TAIL_MAX, type Desktop } from '@roamdesk/api';
+import { ApiError } from '@roamdesk/client';
+
+import { CliError } from '../../errors.ts';
+import { formatBytes } from '../../format.ts';
+import type { CommandContext } from '../../main.ts';
+import { progressMeter } from './progress.ts';
+import { parseIntOption, runRemote } from './session.ts';
+import { formatTable } from './table.ts';
+
+export function desktopTable(desktops: readonly Desktop[]): string {
+  if (desktops.length === 0) return 'No desktops.';
+  return formatTable(
+    ['name', 'state', 'location', 'owner', 'image', 'memory', 'cpus'],
+    desktops.map((d) => [d.name, d.state, d.location, d.owner, d.image, `${d.memoryMiB} MiB`, String(d.cpus)]),
+  );
+}
+
+export function registerDesktops(program: Command, ctx: CommandContext): void {
+  program
+    .command('desktops')
+    .description('list your desktops (all desktops for an administrator)')
+    .action((_opts: unknown, cmd: Command) =>
+      runRemote(ctx, cmd, async (remote, out) => {
+        const { client } = await remote.connect();
+        const desktops = await client.listDesktops();
+        out.result({ desktops }, () => desktopTable(desktops));
+      }),
+    );
+
+  for (const [verb, done, desc] of [
+    ['start', 'running', 'start a desktop on the server'],
+    ['stop', 'stopped', 'stop a desktop on the server (graceful power-down, killed after a timeout)'],
+  ] as const) {
+    program
+      .command(verb)
+      .description(desc)
+      .argument('<name>', 'desktop name')
+      .action((name: string, _opts: unknown, cmd: Command) =>
+        runRemote(ctx, cmd, async (remote, out) => {
+          const { client } = await remote.connect();
+          const desktop = verb === 'start' ? await client.startDesktop(name) : await client.stopDesktop(name);
+          out.result({ desktop }, () => `Desktop ${desktop.name} is ${desktop.state === done ? done : desktop.state}.`);
+        }),
+      );
+  }
+
+  program
+    .command('logs')
+    .description("print the end of a desktop's serial console log")
+    .argument('<name>', 'desktop name')
+    .option('--tail <bytes>', 'how many bytes from the end (server default: 64 KiB)')
+    .action((name: string, opts: { tail?: string }, cmd: Command) =>
+      runRemote(ctx, cmd, async (remote, out) => {
+        const tail = parseIntOption(opts.tail, '--tail', 1, SERIAL_LOG_TAIL_MAX);
+        const { client } = await remote.connect();
+        const log = await client.serialLog(name, tail !== undefined ? { tail } : {});
+        // The log verbatim: Output.result would add a newline the guest never wrote.
+        if (out.opts.json) out.result({ desktop: name, log });
+        else process.stdout.write(log);
+      }),
+    );
+
+  program
+    .command('console')
+    .description("open a remote console session and print the console page's URL")
+    .argument('<name>', 'desktop name')
+    .action((name: string, _opts: unknown, cmd: Command) =>
+      runRemote(ctx, cmd, async (remote, out) => {
+        const { client, server } = await remote.connect();
+        const session = await client.createConsole(name).catch((err: unknown) => {
+          if (err instanceof ApiError && err.isUnknownRoute) {
+            throw new CliError('CLI_CONSOLE_UNSUPPORTED', `the server at ${server} does not support remote consoles`, {
+              server,
+              hint: 'upgrade the server to a version with the console endpoint (POST /api/v1/desktops/:name/console)',
+            }, { cause: err });
+          }
+          throw err;
+        });
+        // The URL alone on stdout, so `xdg-open "$(roamdesk console NAME)"` works.
+        out.result({ desktop: name, ...session }, () => session.url);
+        if (!out.opts.json && session.expiresAt !== '') process.stderr.write(`(single use; open it before ${session.expiresAt})\n`);
+      }),
+    );
+
+  program
+    .command('export')
+    .description("download a desktop's current disk chain as one standalone qcow2 file (the desktop must be stopped)")
+    .argument('<name>', 'desktop name')
+    .argument('<file>', 'where to write the qcow2')
+    .option('-f, --force', 'overwrite FILE if it exists')
+    .action((name: string, file: string, opts: { force?: boolean }, cmd: Command) =>
+      runRemote(ctx, cmd, async (remote, out) => {
+        const target = resolve(file);
+        const { client } = await remote.connect();
+        const meter = progressMeter(`exporting ${name}`);
+        const t0 = performance.now();
+        try {
+          const r = await client.exportDesktop(name, target, { overwrite: opts.force === true, onProgress: (p) => meter.update(p) });
+          meter.done();
+          const seconds = (performance.now() - t0) / 1000;
+          out.result({ desktop: name, file: r.file, bytes: r.bytes, seconds }, () =>
+            `Exported ${name} to ${r.file} (${formatBytes(r.bytes)} in ${seconds.toFixed(1)} s).`,
+          );
+        } catch (err) {
+          meter.done();
+          throw err;
+        }
+      }),
+    );
+}

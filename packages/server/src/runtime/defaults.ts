@@ -1,0 +1,23 @@
+// The real engines startServer uses when the caller passes none: one @roamdesk/store Store over
+// `<data>/store` (one per process: Store.open removes temp files, safe only for the store's one owner),
+// shared by the ObjectStore port and the QEMU runtime over `<data>/vms`.
+
+import { Store } from '@roamdesk/store';
+import type { DataPaths } from '../config.ts';
+import type { ObjectStore } from '../ports.ts';
+import { QemuRuntime } from './qemu-runtime.ts';
+import { storeAdapter } from './store-adapter.ts';
+
+export interface DefaultEngines {
+  store(): Promise<ObjectStore>;
+  runtime(): Promise<QemuRuntime>;
+}
+
+export function defaultEngines(paths: DataPaths): DefaultEngines {
+  let opened: Promise<Store> | undefined;
+  const open = () => (opened ??= Store.open(paths.store));
+  return {
+    store: async () => storeAdapter(await open()),
+    runtime: async () => new QemuRuntime({ store: await open(), vmsDir: paths.vms, tmpDir: paths.uploads }),
+  };
+}

@@ -1,0 +1,210 @@
+/**
+ * The server with its REAL engines (@roamdesk/store + the QEMU runtime) and the tiny real guest, driven
+ * through the HTTP API: a desktop boots, the guest powers itself off and the desktop shows stopped; the next
+ * boot verifies what the first wrote; a server restart re-adopts a running VM and notices one that was
+ * killed meanwhile. Every QEMU is killed in `finally` (only pids from this test's own data dir).
+ */
+import assert from 'node:assert/strict';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+import { findGuest, guestAppend, parseGuestSerial, type GuestBuild } from '@roamdesk/cli';
+import { startServer, type ServerHandle } from '@roamdesk/server';
+
+import { tempDir } from '../support/guest-vm.ts';
+
+const ADMIN = 'admin-password-e2e';
+
+interface DesktopBody {
+  desktop: { id: string; name: string; state: string };
+}
+
+async function boot(dataDir: string): Promise<ServerHandle> {
+  return startServer(
+    { dataDir, listen: '127.0.0.1:0', adminPassword: ADMIN, logLevel: 'silent', stopTimeoutMs: 30_000, passwordHash: { memoryKiB: 256, iterations: 1 } },
+    { handleSignals: false },
+  );
+}
+
+async function api(h: ServerHandle, method: 'GET' | 'POST' | 'DELETE', url: string, token: string | null, body?: unknown) {
+  return h.app.inject({
+    method,
+    url: `/api/v1${url}`,
+    headers: token === null ? {} : { authorization: `Bearer ${token}` },
+    ...(body !== undefined ? { payload: body as Record<string, unknown> } : {}),
+  });
+}
+
+async function login(h: ServerHandle): Promise<string> {
+  const r = await api(h, 'POST', '/auth/login', null, { user: 'admin', password: ADMIN });
+  assert.equal(r.statusCode, 200, r.body);
+  return r.json<{ token: string }>().token;
+}
+
+async function createDesktop(h: ServerHandle, token: string, guest: GuestBuild, name: string, append: string): Promise<string> {
+  const r = await api(h, 'POST', '/desktops', token, { name, image: 'guest', owner: 'admin', memoryMiB: 256, cpus: 1, kernel: guest.vmlinuz, initrd: guest.initrd, append });
+  assert.equal(r.statusCode, 201, r.body);
+  return r.json<DesktopBody>().desktop.id;
+}
+
+async function state(h: ServerHandle, token: string, name: string): Promise<string> {
+  const r = await api(h, 'GET', `/desktops/${name}`, token);
+  assert.equal(r.statusCode, 200, r.body);
+  return r.json<DesktopBody>().desktop.state;
+}
+
+async function serial(h: ServerHandle, token: string, name: string): Promise<string> {
+  const r = await api(h, 'GET', `/desktops/${name}/log?tail=1000000`, token);
+  assert.equal(r.statusCode, 200, r.body);
+  return r.body;
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function alive(pid: number): Promise<boolean> {
+  try {
+    const s = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const st = s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
+    return st !== 'Z' && st !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+/** QEMUs serving a QMP socket in this data dir's vms/ (ours by construction). */
+async function ourQemus(dataDir: string): Promise<number[]> {
+  const marker = `unix:${join(dataDir, 'vms')}/`;
+  const out: number[] = [];
+  for (const e of await readdir('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const argv = await readFile(`/proc/${e}/cmdline`, 'utf8').catch(() => '');
+    if (argv.startsWith('qemu-system-') || argv.includes('/qemu-system-')) {
+      if (argv.split('\0').some((a) => a.startsWith(marker)) && (await alive(Number(e)))) out.push(Number(e));
+    }
+  }
+  return out;
+}
+
+async function killOurs(dataDir: string): Promise<void> {
+  for (const pid of await ourQemus(dataDir)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  await until('our QEMUs to exit', async () => ((await ourQemus(dataDir)).length === 0 ? true : undefined), 10_000);
+}
+
+async function pidOf(dataDir: string, id: string): Promise<number> {
+  return Number((await readFile(join(dataDir, 'vms', id, 'qemu.pid'), 'utf8')).trim());
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
+}
+
+describe('server with the real store and QEMU runtime', () => {
+  it('cycle: boots, the guest powers off and the desktop shows stopped; the next boot verifies; export; delete cleans up', async () => {
+    const t = await tempDir('roamdesk-e2e-server-');
+    let h: ServerHandle | undefined;
+    try {
+      const guest = await findGuest();
+      h = await boot(t.dir);
+      const token = await login(h);
+      const img = await api(h, 'POST', '/images', token, { name: 'guest', path: guest.disk, format: 'qcow2' });
+      assert.equal(img.statusCode, 201, img.body);
+      const id = await createDesktop(h, token, guest, 'cyc', guestAppend(guest, 'cycle', { genKib: 256 }));
+
+      for (const bootNo of [1, 2]) {
+        const start = await api(h, 'POST', '/desktops/cyc/start', token);
+        assert.equal(start.statusCode, 200, start.body);
+        assert.equal(start.json<DesktopBody>().desktop.state, 'running');
+        const srv = h;
+        await until(`boot ${bootNo} to power off and show stopped`, async () => ((await state(srv, token, 'cyc')) === 'stopped' ? true : undefined));
+        const events = parseGuestSerial(await serial(h, token, 'cyc'));
+        const verified = events.flatMap((e) => (e.step === 'verify' && e.ok ? [e.gen] : []));
+        const written = events.flatMap((e) => (e.step === 'write' ? [e.gen] : []));
+        assert.deepEqual(verified, bootNo === 1 ? [] : [0], `boot ${bootNo} verified`);
+        assert.deepEqual(written, [bootNo - 1], `boot ${bootNo} wrote`);
+        assert.deepEqual(await ourQemus(t.dir), [], 'QEMU is gone after the guest powered off');
+      }
+
+      // The overlay is a store overlay, recorded relative to the data dir.
+      const row = await readdir(join(t.dir, 'store', 'objects'));
+      const overlays = row.filter((n) => n.startsWith('overlay-'));
+      assert.equal(overlays.length, 1, row.join(', '));
+
+      const exp = await api(h, 'GET', '/desktops/cyc/export', token);
+      assert.equal(exp.statusCode, 200);
+      assert.equal(exp.rawPayload.subarray(0, 4).toString('latin1'), 'QFI\xfb', 'a qcow2 file');
+      assert.deepEqual(await readdir(join(t.dir, 'uploads')), [], 'the export leaves no temp file');
+
+      const del = await api(h, 'DELETE', '/desktops/cyc', token);
+      assert.equal(del.statusCode, 204, del.body);
+      assert.ok(!(await exists(join(t.dir, 'vms', id))), 'run dir removed');
+      assert.deepEqual((await readdir(join(t.dir, 'store', 'objects'))).filter((n) => n.startsWith('overlay-')), [], 'overlay removed');
+    } finally {
+      await h?.close();
+      await killOurs(t.dir);
+      await t.remove();
+    }
+  });
+
+  it('restart: a running VM is re-adopted (and stops), a VM killed while the server was down shows stopped', async () => {
+    const t = await tempDir('roamdesk-e2e-restart-');
+    let h: ServerHandle | undefined;
+    try {
+      const guest = await findGuest();
+      h = await boot(t.dir);
+      let token = await login(h);
+      assert.equal((await api(h, 'POST', '/images', token, { name: 'guest', path: guest.disk, format: 'qcow2' })).statusCode, 201);
+      const keepId = await createDesktop(h, token, guest, 'keep', guestAppend(guest, 'idle'));
+      const goneId = await createDesktop(h, token, guest, 'gone', guestAppend(guest, 'idle'));
+      for (const name of ['keep', 'gone']) {
+        const r = await api(h, 'POST', `/desktops/${name}/start`, token);
+        assert.equal(r.statusCode, 200, r.body);
+      }
+      const first = h;
+      for (const name of ['keep', 'gone']) {
+        await until(`${name} idle`, async () => ((await serial(first, token, name)).includes('ROAMDESK idle') ? true : undefined));
+      }
+      const keepPid = await pidOf(t.dir, keepId);
+      const gonePid = await pidOf(t.dir, goneId);
+
+      await h.close(); // VMs are detached: they keep running
+      h = undefined;
+      assert.ok(await alive(keepPid), 'the VM survived the server');
+      process.kill(gonePid, 'SIGKILL'); // a QEMU this test's server started
+      await until('the killed VM to be gone', async () => (!(await alive(gonePid)) ? true : undefined), 10_000);
+
+      h = await boot(t.dir);
+      token = await login(h);
+      assert.equal(await state(h, token, 'keep'), 'running');
+      assert.equal(await state(h, token, 'gone'), 'stopped');
+      assert.deepEqual(h.reconciled, [{ desktop: 'gone', from: 'running', to: 'stopped' }]);
+      assert.ok((await serial(h, token, 'keep')).includes('ROAMDESK idle'));
+      assert.deepEqual(await ourQemus(t.dir), [keepPid], 'only the re-adopted VM runs');
+
+      const stop = await api(h, 'POST', '/desktops/keep/stop', token);
+      assert.equal(stop.statusCode, 200, stop.body);
+      assert.equal(stop.json<DesktopBody>().desktop.state, 'stopped');
+      assert.ok(!(await alive(keepPid)), 'stop after restart ended the adopted QEMU');
+      assert.match(await serial(h, token, 'keep'), /ROAMDESK powerdown/, 'a graceful power-down');
+      assert.deepEqual(await ourQemus(t.dir), []);
+    } finally {
+      await h?.close();
+      await killOurs(t.dir);
+      await t.remove();
+    }
+  });
+});
