@@ -4,8 +4,8 @@
  * console page with noVNC in Debian Chromium (playwright-core). Checks the pixels the user would see, not
  * only that noVNC said "connected".
  *
- * The server runs with the fake runtime (packages/server/test/fakes.ts) pointed at the real VM's socket, so
- * this test depends on the console path only, not on the QEMU runtime.
+ * The server is the real one (real store, real QEMU runtime): the desktop is created and started through
+ * the API, exactly as a user's would be.
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -13,14 +13,12 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { findGuest } from '@roamdesk/cli';
-import type { Vm } from '@roamdesk/qemu';
-import { Store } from '@roamdesk/store';
+import { findGuest, guestAppend } from '@roamdesk/cli';
+import type { ServerHandle } from '@roamdesk/server';
 import { chromium, type Browser } from 'playwright-core';
 
-import { createTestApp, USER_PASSWORD, type TestApp } from '../../packages/server/test/harness.ts';
-import type { RuntimeDesktop } from '../../packages/server/src/ports.ts';
-import { bootGuest, stopVm, tempDir } from '../support/guest-vm.ts';
+import { tempDir } from '../support/guest-vm.ts';
+import { api, boot, createDesktop, killOurs, login, serial, until } from '../support/server.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -37,36 +35,18 @@ interface CanvasStats {
 describe('console in a real browser', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed` }, () => {
   it("shows the idle guest's screen through the proxy and noVNC", async () => {
     const tmp = await tempDir('roamdesk-e2e-console-');
-    let vm: Vm | undefined;
-    let t: TestApp | undefined;
+    let h: ServerHandle | undefined;
     let browser: Browser | undefined;
     try {
       const guest = await findGuest();
-      const store = await Store.open(join(tmp.dir, 'store'));
-      const image = await store.importImage(guest.disk, { format: 'qcow2' });
-      const overlay = await store.createOverlay(image.id);
-      vm = await bootGuest(store, overlay, join(tmp.dir, 'vm'), { workload: 'idle' });
-
-      t = await createTestApp();
-      await t.createUser('demo');
-      assert.equal((await t.importImage('demo')).statusCode, 201);
-      const created = await t.createDesktop('demo', 'demo', 'demo');
-      assert.equal(created.statusCode, 201, created.body);
-      const id = created.json<{ desktop: { id: string } }>().desktop.id;
-      // The desktop is "running" as far as the server knows, and its console is the real VM's VNC socket.
-      await t.db.updateTable('desktops').set({ state: 'running' }).where('id', '=', id).execute();
-      t.runtime.running.set(id, { id, name: 'demo' } as RuntimeDesktop);
-      t.runtime.consoleSockets.set(id, vm.paths.vnc);
-      const base = await t.app.listen({ host: '127.0.0.1', port: 0 });
-
-      // Log in through the API, as the portal's form would.
-      const login = await fetch(`${base}/api/v1/auth/login`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ user: 'demo', password: USER_PASSWORD }),
-      });
-      assert.equal(login.status, 200);
-      const { token } = (await login.json()) as { token: string };
+      h = await boot(tmp.dir);
+      const token = await login(h);
+      const img = await api(h, 'POST', '/images', token, { name: 'guest', path: guest.disk, format: 'qcow2' });
+      assert.equal(img.statusCode, 201, img.body);
+      await createDesktop(h, token, guest, 'demo', guestAppend(guest, 'idle'));
+      const started = await api(h, 'POST', '/desktops/demo/start', token);
+      assert.equal(started.statusCode, 200, started.body);
+      const base = h.url;
 
       browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
       const context = await browser.newContext({ viewport: { width: 1000, height: 640 } });
@@ -90,7 +70,8 @@ describe('console in a real browser', { skip: existsSync(CHROMIUM) ? false : `${
         await page.click('#reconnect');
       }
 
-      await vm.waitForSerial(/ROAMDESK idle/, { timeoutMs: 120_000 });
+      const server = h;
+      await until('the guest to show its idle screen', async () => ((await serial(server, token, 'demo')).includes('ROAMDESK idle') ? true : undefined));
 
       // QEMU sends the redrawn screen in updates; poll until the title bar is there.
       // Browser-side code is passed as source text: this project type-checks for Node (no DOM lib).
@@ -134,18 +115,19 @@ describe('console in a real browser', { skip: existsSync(CHROMIUM) ? false : `${
 
       // Closing the page ends the session on the server (and its event).
       await page.close();
-      const app = t;
-      for (let i = 0; i < 100; i += 1) {
-        const ended = await app.db.selectFrom('events').select('id').where('action', '=', 'console.end').execute();
-        if (ended.length > 0) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      const actions = (await app.db.selectFrom('events').select('action').where('action', 'like', 'console.%').execute()).map((e) => e.action);
-      assert.deepEqual(actions, ['console.start', 'console.end']);
+      const events = async (): Promise<string[]> => {
+        const r = await api(server, 'GET', '/events?desktop=demo&limit=50', token);
+        assert.equal(r.statusCode, 200, r.body);
+        return r.json<{ events: { action: string }[] }>().events.map((e) => e.action).filter((a) => a.startsWith('console.')).sort();
+      };
+      await until('the console session to end', async () => ((await events()).includes('console.end') ? true : undefined), 10_000);
+      assert.deepEqual(await events(), ['console.end', 'console.start']);
+      const stopped = await api(server, 'POST', '/desktops/demo/stop', token);
+      assert.equal(stopped.statusCode, 200, stopped.body);
     } finally {
       await browser?.close();
-      if (vm !== undefined) await stopVm(vm);
-      await t?.close();
+      await h?.close();
+      await killOurs(tmp.dir);
       await tmp.remove();
     }
   });
