@@ -148,6 +148,15 @@ export async function startVm(config: VmConfig, opts: StartVmOptions): Promise<V
     if (spec.vncSocket !== undefined) await chmod(spec.vncSocket, 0o600);
     return vm;
   } catch (err) {
+    // QEMU may have died on its own and the QMP disconnect won the race: report the exit and its stderr
+    // (checked before fail(), whose SIGKILL would otherwise be what we see).
+    if (!(err instanceof QemuVmExitedError) && opts.signal?.aborted !== true) {
+      const exited = await Promise.race([exitedEarly, new Promise<null>((r) => setTimeout(() => r(null), 1000))]);
+      if (exited !== null) {
+        await fail();
+        throw exited;
+      }
+    }
     await fail();
     if (err instanceof QemuVmExitedError || opts.signal?.aborted) throw err;
     if (Date.now() >= deadline || (err as { code?: string }).code === 'QMP_ERR_TIMEOUT' || (err as { code?: string }).code === 'QMP_ERR_CONNECT') {
