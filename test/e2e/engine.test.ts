@@ -9,11 +9,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { findGuest, parseGuestSerial } from '@roamdesk/cli';
+import { parseGuestSerial } from '@roamdesk/cli';
 import { QemuImg } from '@roamdesk/qemu';
-import { Store } from '@roamdesk/store';
 
-import { bootGuest, cycleBoot, range, stopVm, tempDir } from '../support/guest-vm.ts';
+import { bootGuest, cycleBoot, range, stopVm, storeWithGuestImage, tempDir } from '../support/guest-vm.ts';
 
 const img = new QemuImg();
 
@@ -30,9 +29,7 @@ describe('engine with the real guest', () => {
   it('three cycle boots across two seals each verify every earlier generation; the image stays byte-identical', async () => {
     const t = await tempDir('roamdesk-e2e-cycle-');
     try {
-      const guest = await findGuest();
-      const store = await Store.open(join(t.dir, 'store'));
-      const image = await store.importImage(guest.disk, { format: 'qcow2' });
+      const { store, image } = await storeWithGuestImage(t.dir);
       assert.equal(await sha256File(store.objectPath(image.id)), image.id, 'image id = SHA-256 of its bytes');
 
       let overlay = await store.createOverlay(image.id);
@@ -63,9 +60,7 @@ describe('engine with the real guest', () => {
   it('a live seal during `stream` loses no logged generation, and the exported chain equals the live one', async () => {
     const t = await tempDir('roamdesk-e2e-live-');
     try {
-      const guest = await findGuest();
-      const store = await Store.open(join(t.dir, 'store'));
-      const image = await store.importImage(guest.disk, { format: 'qcow2' });
+      const { store, image } = await storeWithGuestImage(t.dir);
       const overlay = await store.createOverlay(image.id);
       const vm = await bootGuest(store, overlay, join(t.dir, 'vm'), { workload: 'stream', genKib: 256, intervalMs: 300 });
       let sealed;
@@ -114,9 +109,7 @@ describe('engine with the real guest', () => {
   it('SIGKILL of QEMU mid-write leaves a chain that qemu-img check accepts and that boots with every logged generation', async () => {
     const t = await tempDir('roamdesk-e2e-kill-');
     try {
-      const guest = await findGuest();
-      const store = await Store.open(join(t.dir, 'store'));
-      const image = await store.importImage(guest.disk, { format: 'qcow2' });
+      const { store, image } = await storeWithGuestImage(t.dir);
       const overlay = await store.createOverlay(image.id);
       const vm = await bootGuest(store, overlay, join(t.dir, 'vm'), { workload: 'stream', genKib: 2048, intervalMs: 0 });
       let logged: number[];

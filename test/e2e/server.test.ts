@@ -10,10 +10,11 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
 import { findGuest, guestAppend, parseGuestSerial } from '@roamdesk/cli';
+import { isRunning } from '@roamdesk/qemu';
 import type { ServerHandle } from '@roamdesk/server';
 
 import { tempDir } from '../support/guest-vm.ts';
-import { alive, api, boot, createDesktop, exists, killOurs, login, ourQemus, pidOf, serial, state, until, type DesktopBody } from '../support/server.ts';
+import { api, boot, createDesktop, exists, killOurs, login, ourQemus, pidOf, serial, state, until, type DesktopBody } from '../support/server.ts';
 
 describe('server with the real store and QEMU runtime', () => {
   it('cycle: boots, the guest powers off and the desktop shows stopped; the next boot verifies; export; delete cleans up', async () => {
@@ -85,9 +86,9 @@ describe('server with the real store and QEMU runtime', () => {
 
       await h.close(); // VMs are detached: they keep running
       h = undefined;
-      assert.ok(await alive(keepPid), 'the VM survived the server');
+      assert.ok(await isRunning(keepPid), 'the VM survived the server');
       process.kill(gonePid, 'SIGKILL'); // a QEMU this test's server started
-      await until('the killed VM to be gone', async () => (!(await alive(gonePid)) ? true : undefined), 10_000);
+      await until('the killed VM to be gone', async () => (!(await isRunning(gonePid)) ? true : undefined), 10_000);
 
       h = await boot(t.dir);
       token = await login(h);
@@ -100,7 +101,7 @@ describe('server with the real store and QEMU runtime', () => {
       const stop = await api(h, 'POST', '/desktops/keep/stop', token);
       assert.equal(stop.statusCode, 200, stop.body);
       assert.equal(stop.json<DesktopBody>().desktop.state, 'stopped');
-      assert.ok(!(await alive(keepPid)), 'stop after restart ended the adopted QEMU');
+      assert.ok(!(await isRunning(keepPid)), 'stop after restart ended the adopted QEMU');
       assert.match(await serial(h, token, 'keep'), /ROAMDESK powerdown/, 'a graceful power-down');
       assert.deepEqual(await ourQemus(t.dir), []);
     } finally {

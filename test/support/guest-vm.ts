@@ -8,7 +8,14 @@ import { join } from 'node:path';
 
 import { findGuest, guestAppend, parseGuestSerial, summarizeBoot, type GuestWorkload } from '@roamdesk/cli';
 import { detectAccel, startVm, type Vm } from '@roamdesk/qemu';
-import type { Overlay, Store } from '@roamdesk/store';
+import { Store, type ObjectInfo, type Overlay } from '@roamdesk/store';
+
+/** A store in `dir/store` holding the tiny guest's disk as its image. */
+export async function storeWithGuestImage(dir: string): Promise<{ store: Store; image: ObjectInfo }> {
+  const guest = await findGuest();
+  const store = await Store.open(join(dir, 'store'));
+  return { store, image: await store.importImage(guest.disk, { format: 'qcow2' }) };
+}
 
 export interface BootOptions {
   workload: GuestWorkload;

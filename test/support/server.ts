@@ -7,6 +7,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { GuestBuild } from '@roamdesk/cli';
+import { isRunning } from '@roamdesk/qemu';
 import { startServer, type ServerHandle } from '@roamdesk/server';
 
 export const ADMIN = 'admin-password-e2e';
@@ -65,16 +66,6 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined>, t
   }
 }
 
-export async function alive(pid: number): Promise<boolean> {
-  try {
-    const s = await readFile(`/proc/${pid}/stat`, 'utf8');
-    const st = s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
-    return st !== 'Z' && st !== 'X';
-  } catch {
-    return false;
-  }
-}
-
 /** QEMUs serving a QMP socket in this data dir's vms/ (ours by construction). */
 export async function ourQemus(dataDir: string): Promise<number[]> {
   const marker = `unix:${join(dataDir, 'vms')}/`;
@@ -83,7 +74,7 @@ export async function ourQemus(dataDir: string): Promise<number[]> {
     if (!/^\d+$/.test(e)) continue;
     const argv = await readFile(`/proc/${e}/cmdline`, 'utf8').catch(() => '');
     if (argv.startsWith('qemu-system-') || argv.includes('/qemu-system-')) {
-      if (argv.split('\0').some((a) => a.startsWith(marker)) && (await alive(Number(e)))) out.push(Number(e));
+      if (argv.split('\0').some((a) => a.startsWith(marker)) && (await isRunning(Number(e)))) out.push(Number(e));
     }
   }
   return out;

@@ -1,20 +1,26 @@
 /** Small file helpers for the run dir. */
 import { open, rm } from 'node:fs/promises';
 
-/** The last `bytes` of a file as UTF-8 ('' if missing). */
+/**
+ * The last `bytes` bytes of a file as UTF-8 ('' when it does not exist; other errors are thrown). Reads only the
+ * tail: logs grow. Callers that only want a diagnostic (a crash report) add `.catch(() => '')`.
+ */
 export async function readTail(path: string, bytes = 4096): Promise<string> {
-  let handle;
+  let fh;
   try {
-    handle = await open(path, 'r');
-    const { size } = await handle.stat();
-    const start = Math.max(0, size - bytes);
-    const buf = Buffer.alloc(size - start);
-    await handle.read(buf, 0, buf.length, start);
-    return buf.toString('utf8');
-  } catch {
-    return '';
+    fh = await open(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw err;
+  }
+  try {
+    const { size } = await fh.stat();
+    const length = Math.min(size, Math.max(0, bytes));
+    const buf = Buffer.alloc(length);
+    const { bytesRead } = await fh.read(buf, 0, length, size - length);
+    return buf.subarray(0, bytesRead).toString('utf8');
   } finally {
-    await handle?.close();
+    await fh.close();
   }
 }
 

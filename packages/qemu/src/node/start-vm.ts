@@ -101,7 +101,7 @@ export async function startVm(config: VmConfig, opts: StartVmOptions): Promise<V
     await removeFiles([paths.qmp, paths.vnc, paths.pid]);
   };
   const exitedEarly = proc.exited.then(async (p: ProcessExit) => {
-    const stderrTail = await readTail(paths.stderr);
+    const stderrTail = await readTail(paths.stderr).catch(() => '');
     const exit = classifyExit({ ...p, stderrTail });
     return new QemuVmExitedError(`QEMU exited during start of VM ${spec.name} (${exit.detail})`, {
       reason: exit.reason,
@@ -162,7 +162,7 @@ export async function startVm(config: VmConfig, opts: StartVmOptions): Promise<V
     if (Date.now() >= deadline || (err as { code?: string }).code === 'QMP_ERR_TIMEOUT' || (err as { code?: string }).code === 'QMP_ERR_CONNECT') {
       throw new QemuStartTimeoutError(
         `VM ${spec.name} did not start within ${timeoutMs} ms (${stage}): ${(err as Error).message}`,
-        { timeoutMs, stage, stderrTail: await readTail(paths.stderr) },
+        { timeoutMs, stage, stderrTail: await readTail(paths.stderr).catch(() => '') },
         { cause: err },
       );
     }

@@ -81,7 +81,7 @@ export class Vm {
     this.#process = init.process;
     init.qmp.onEvent((e) => this.#onEvent(e));
     this.exited = init.process.exited.then(async (p) => {
-      const stderrTail = await readTail(this.paths.stderr, 4096);
+      const stderrTail = await readTail(this.paths.stderr, 4096).catch(() => '');
       const exit = classifyExit({
         code: p.code,
         signal: p.signal,

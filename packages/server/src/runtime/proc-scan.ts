@@ -2,33 +2,16 @@
 // crash a run dir can lose its pidfile (or be removed) while its QEMU lives on: such a VM is found only here.
 // Linux /proc only; a process is ours only if its argv names a QMP socket in *our* run dirs.
 
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
+
+import { isRunning, readCmdline } from '@roamdesk/qemu';
 
 export interface QemuProcess {
   pid: number;
   /** The run dir's name (the desktop id). */
   desktopId: string;
   qmpSocket: string;
-}
-
-async function argvOf(pid: number): Promise<string[] | null> {
-  try {
-    return (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
-  } catch {
-    return null;
-  }
-}
-
-/** True while `pid` exists and is not a zombie. */
-export async function isAlive(pid: number): Promise<boolean> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
 }
 
 export function qemuOf(argv: readonly string[], vmsDir: string): Omit<QemuProcess, 'pid'> | null {
@@ -47,7 +30,7 @@ export async function findQemuProcesses(vmsDir: string): Promise<QemuProcess[]> 
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const pid = Number(entry);
-    const argv = await argvOf(pid);
+    const argv = await readCmdline(pid);
     const q = argv === null ? null : qemuOf(argv, vmsDir);
     if (q !== null) out.push({ pid, ...q });
   }
@@ -59,7 +42,7 @@ export async function findQemuProcesses(vmsDir: string): Promise<QemuProcess[]> 
  * before the signal so a pid recycled since the scan is never hit.
  */
 export async function killOrphan(p: QemuProcess, vmsDir: string, timeoutMs = 10_000): Promise<boolean> {
-  const argv = await argvOf(p.pid);
+  const argv = await readCmdline(p.pid);
   if (argv === null || qemuOf(argv, vmsDir)?.qmpSocket !== p.qmpSocket) return true;
   try {
     process.kill(p.pid, 'SIGKILL');
@@ -68,7 +51,7 @@ export async function killOrphan(p: QemuProcess, vmsDir: string, timeoutMs = 10_
   }
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (!(await isAlive(p.pid))) return true;
+    if (!(await isRunning(p.pid))) return true;
     await new Promise((r) => setTimeout(r, 50));
   }
   return false;

@@ -10,11 +10,11 @@ import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { isUuid } from '@roamdesk/api';
-import { attachVm, detectAccel, runPaths, startVm, type Accel, type VmConfig, type VmExit, type Vm } from '@roamdesk/qemu';
+import { attachVm, detectAccel, readTail, runPaths, startVm, type Accel, type VmConfig, type VmExit, type Vm } from '@roamdesk/qemu';
 import type { Overlay, Store } from '@roamdesk/store';
 import type { DesktopRuntime, RuntimeDesktop, RuntimeStatus } from '../ports.ts';
 import { RuntimeDesktopRunningError, RuntimeOverlayMissingError } from './errors.ts';
-import { exists, readTail } from './files.ts';
+import { exists } from './files.ts';
 import { findQemuProcesses, killOrphan } from './proc-scan.ts';
 
 export interface QemuRuntimeOptions {
