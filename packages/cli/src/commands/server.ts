@@ -4,11 +4,10 @@
  */
 import type { Command } from 'commander';
 
-import { createLogger, defaultDataDir, startServer, type ServerHandle } from '@roamdesk/server';
+import type { ServerHandle } from '@roamdesk/server';
 
 import { CliUsageError } from '../errors.ts';
 import type { CommandContext } from '../main.ts';
-import { demoInstructions, provisionDemo } from './server-demo.ts';
 
 interface ServerOptions {
   listen: string;
@@ -22,10 +21,14 @@ export function registerServer(program: Command, ctx: CommandContext): void {
     .command('server')
     .description('Run the Roamdesk server (HTTP API, web UI, desktops as QEMU VMs)')
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8760')
-    .option('--data <dir>', `data directory (default ${defaultDataDir(process.env) ?? '$XDG_DATA_HOME/roamdesk'})`)
+    .option('--data <dir>', 'data directory (default $XDG_DATA_HOME/roamdesk, else ~/.local/share/roamdesk)')
     .option('--demo', 'also import the tiny guest as image "demo", user "demo" and desktop "demo"')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .action(async (opts: ServerOptions, cmd: Command) => {
+      // Loaded here, not at the top: the server and its dependencies take about a second to load, which every
+      // other roamdesk command would otherwise pay at start-up.
+      const { createLogger, defaultDataDir, startServer } = await import('@roamdesk/server');
+      const { demoInstructions, provisionDemo } = await import('./server-demo.ts');
       const out = ctx.output(cmd);
       const logger = createLogger({ level: opts.logLevel, pretty: process.stderr.isTTY });
       const config: Record<string, unknown> = { listen: opts.listen, logLevel: opts.logLevel };
