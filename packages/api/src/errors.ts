@@ -26,6 +26,8 @@ export const ERROR_CATALOG = {
   NOT_FOUND: { status: 404, message: 'Not found.' },
   CONFLICT: { status: 409, message: 'The request conflicts with the current state.' },
   IMAGE_IN_USE: { status: 409, message: 'The image is used by desktops.' },
+  IMAGE_VERSION_UNCHANGED: { status: 409, message: 'The new version shows the guest the same disk as the latest version.' },
+  IMAGE_SIZE_MISMATCH: { status: 422, message: 'The new version has a different virtual size than the image.' },
   // --- desktops and leases
   DESKTOP_RUNNING: { status: 409, message: 'The desktop is running.' },
   DESKTOP_NOT_RUNNING: { status: 409, message: 'The desktop is not running.' },

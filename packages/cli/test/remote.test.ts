@@ -161,6 +161,34 @@ describe('roamdesk remote commands', () => {
     assert.equal(bad.code, 2);
   });
 
+  it('admin image publish (server path and --upload) / show / list show versions', async () => {
+    const v2 = join(work, 'base-v2.img');
+    await writeFile(v2, 'a tiny raw imag2');
+    const pub = ok(await roamdesk(home, ['admin', 'image', 'publish', 'base', v2, '--format', 'raw', '--json']));
+    const body = json<{ image: { version: number; topObjectId: string }; version: { version: number; topObjectId: string; diffSize: number } }>(pub);
+    assert.deepEqual([body.image.version, body.version.version, body.version.diffSize], [2, 2, 100]);
+    assert.equal(body.image.topObjectId, body.version.topObjectId);
+    const v3 = join(work, 'base-v3.img');
+    await writeFile(v3, 'a tiny raw imag3');
+    const upl = ok(await roamdesk(home, ['admin', 'image', 'publish', 'base', v3, '--upload', '--format', 'raw']));
+    assert.match(upl.stdout, /Published version 3 of image base: a 100 B layer over version 2 \(top [0-9a-f]{12}\); new desktops start from it\./);
+    const show = ok(await roamdesk(home, ['admin', 'image', 'show', 'base']));
+    assert.match(show.stdout, /^Image base: raw, 32 B virtual, version 3, used by 0 desktops$/m);
+    assert.match(show.stdout, /^VERSION\s+LAYER\s+TOP\s+CREATED\s+BY$/m);
+    assert.match(show.stdout, /^1\s+16 B\s+[0-9a-f]{12}\s+\S+ \S+\s+admin$/m);
+    assert.match(show.stdout, /^3\s+100 B\s+[0-9a-f]{12}\s+\S+ \S+\s+admin$/m);
+    assert.match(ok(await roamdesk(home, ['admin', 'image', 'list'])).stdout, /^base\s+raw\s+16 B\s+32 B\s+3\s+0\s+/m);
+    const big = join(work, 'big.img');
+    await writeFile(big, 'a raw image bigger than the base');
+    const mismatch = await roamdesk(home, ['admin', 'image', 'publish', 'base', big, '--format', 'raw']);
+    assert.equal(mismatch.code, 1);
+    assert.match(mismatch.stderr, /\[IMAGE_SIZE_MISMATCH\]/);
+    assert.match(mismatch.stderr, /import it as a new image/);
+    const missing = await roamdesk(home, ['admin', 'image', 'publish', 'nope', v2]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /\[NOT_FOUND\]/);
+  });
+
   it('admin desktop create / list', async () => {
     const c = ok(await roamdesk(home, ['admin', 'desktop', 'create', 'work', '--image', 'base', '--owner', 'alice', '--memory', '512', '--cpus', '2', '--json']));
     const d = json<{ desktop: { name: string; memoryMiB: number; cpus: number; state: string } }>(c).desktop;

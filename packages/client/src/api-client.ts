@@ -14,8 +14,10 @@ import type {
   ImageFormat,
   ImageListResponse,
   ImageResponse,
+  ImageVersionResponse,
   ImportImageRequest,
   LoginResponse,
+  PublishImageVersionRequest,
   User,
   UserListResponse,
   UserResponse,
@@ -137,6 +139,25 @@ export class ApiClient {
       ...(o.signal !== undefined ? { signal: o.signal } : {}),
     };
     return (await this.http.json<ImageResponse>('PUT', `/images/${seg(name)}/content`, opts)).image;
+  }
+
+  /**
+   * `POST /images/:name/versions`: publish a new version of an image from a file already on the server machine
+   * (`req.path` is a server path). The server stores it as one layer over the latest version.
+   */
+  async publishImageVersion(name: string, req: PublishImageVersionRequest, o: CallOptions = {}): Promise<ImageVersionResponse> {
+    return this.http.json<ImageVersionResponse>('POST', `/images/${seg(name)}/versions`, { body: { json: req }, ...o });
+  }
+
+  /** `PUT /images/:name/versions`: stream a local file (the whole new disk) to the server as a new version. */
+  async uploadImageVersion(name: string, file: string, o: UploadOptions = {}): Promise<ImageVersionResponse> {
+    const { size, stream } = await openUpload(file, o.onProgress);
+    const opts = {
+      body: { stream, length: size, contentType: 'application/octet-stream' },
+      query: { format: o.format },
+      ...(o.signal !== undefined ? { signal: o.signal } : {}),
+    };
+    return this.http.json<ImageVersionResponse>('PUT', `/images/${seg(name)}/versions`, opts);
   }
 
   async deleteImage(name: string, o: CallOptions = {}): Promise<void> {

@@ -30,6 +30,15 @@ export interface ObjectStore {
    * link, not a copy). The file name has a random part: the caller records `path`. `label` is advisory.
    */
   createOverlay(parentId: string, options: { label?: string }): Promise<{ path: string }>;
+  /**
+   * Publish a new version of an image as ONE layer over `parentId` (the previous version's top object): the
+   * guest-level difference between the chain ending at `parentId` and the standalone image `targetId`
+   * (`qemu-img rebase` in safe mode, checked with `qemu-img compare`, then imported like any untrusted layer,
+   * with the backing name exactly `<parentId>.qcow2`). Null when the guest would see no difference (nothing is
+   * published). `targetId` is left in the store; both must have the same virtual size. Nothing is left behind
+   * on failure.
+   */
+  importDifference(parentId: string, targetId: string): Promise<ImportedLayer | null>;
   /** Remove an object. Removing an absent object is not an error. */
   remove(id: string): Promise<void>;
   has(id: string): Promise<boolean>;
@@ -44,6 +53,16 @@ export interface ImportedObject {
   virtualSize: number;
   /** The format the store recorded, when it reports one. */
   format?: ImageFormat;
+}
+
+export interface ImportedLayer {
+  /** SHA-256 of the layer's bytes. */
+  id: string;
+  /** The object the layer's backing name points at. */
+  parent: string | null;
+  /** Bytes stored (the layer file). */
+  size: number;
+  virtualSize: number;
 }
 
 /**

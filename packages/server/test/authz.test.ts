@@ -28,6 +28,8 @@ const ENDPOINTS: Endpoint[] = [
   { method: 'GET', url: '/api/v1/images/base', admin: false, desktop: false },
   { method: 'POST', url: '/api/v1/images', admin: true, desktop: false, body: { name: 'img2', path: '/etc/hostname' } },
   { method: 'PUT', url: '/api/v1/images/img3/content', admin: true, desktop: false, octet: true },
+  { method: 'POST', url: '/api/v1/images/base/versions', admin: true, desktop: false, body: { path: '/etc/hostname' } },
+  { method: 'PUT', url: '/api/v1/images/base/versions', admin: true, desktop: false, octet: true },
   { method: 'DELETE', url: '/api/v1/images/base', admin: true, desktop: false },
   { method: 'GET', url: '/api/v1/desktops', admin: false, desktop: false },
   { method: 'POST', url: '/api/v1/desktops', admin: true, desktop: false, body: { name: 'new', owner: 'bob', image: 'base' } },

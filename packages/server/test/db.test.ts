@@ -6,13 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import type { Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import { isForeignKeyViolation, isUniqueViolation } from '../src/db/constraints.ts';
-import { MIGRATIONS, migrateToLatest } from '../src/db/migrations.ts';
+import { MIGRATIONS, migrateTo, migrateToLatest } from '../src/db/migrations.ts';
 import { openPostgres } from '../src/db/postgres.ts';
 import { listDesktops, transitionState } from '../src/db/repositories/desktops.ts';
 import { listEvents } from '../src/db/repositories/events.ts';
-import { listImages } from '../src/db/repositories/images.ts';
+import { findImageByName, insertImage, insertImageVersion, listImages } from '../src/db/repositories/images.ts';
 import { findUserByName } from '../src/db/repositories/users.ts';
 import type { Database } from '../src/db/schema.ts';
 import { openSqlite } from '../src/db/sqlite.ts';
@@ -39,6 +39,9 @@ async function exerciseRepositories(db: Kysely<Database>): Promise<void> {
   assert.equal(image?.size, big);
   assert.equal(image?.usage, 1);
   assert.equal(image?.created_by_name, 'ann');
+  // A row written around insertImage has no version rows: it reads as its own version 1.
+  assert.deepEqual([image?.version, image?.top_object_id, image?.versions.map((v) => [v.version, v.diff_size])], [1, 'a'.repeat(64), [[1, big]]]);
+  await exerciseImageVersions(db, at);
   assert.equal(await transitionState(db, 'd1', ['stopped'], 'starting', at), true);
   assert.equal(await transitionState(db, 'd1', ['stopped'], 'starting', at), false);
   assert.equal((await listDesktops(db, { ownerId: 'u1' }))[0]?.state, 'starting');
@@ -59,6 +62,39 @@ async function exerciseRepositories(db: Kysely<Database>): Promise<void> {
   assert.equal((await db.selectFrom('tokens').selectAll().execute()).length, 0);
 }
 
+/** Image versions: version 1 with the image, numbers taken once, the latest top, cascade with the image. */
+async function exerciseImageVersions(db: Kysely<Database>, at: string): Promise<void> {
+  const id = 'b'.repeat(64);
+  const layer = 'c'.repeat(64);
+  await insertImage(db, { id, name: 'versioned', format: 'qcow2', size: 100, virtual_size: 1000, created_at: at, created_by: 'u1' });
+  const version = { image_id: id, version: 2, top_object_id: layer, diff_size: 7, created_at: at, created_by: 'u1' };
+  await insertImageVersion(db, version);
+  await assert.rejects(insertImageVersion(db, { ...version, top_object_id: 'd'.repeat(64) }), (e: unknown) => isUniqueViolation(e));
+  await assert.rejects(insertImageVersion(db, { ...version, image_id: 'e'.repeat(64) }), (e: unknown) => isForeignKeyViolation(e));
+  const image = await findImageByName(db, 'versioned');
+  assert.equal(image?.version, 2);
+  assert.equal(image?.top_object_id, layer);
+  assert.deepEqual(image?.versions.map((v) => [v.version, v.top_object_id, v.diff_size, v.created_by_name]), [[1, id, 100, 'ann'], [2, layer, 7, 'ann']]);
+  await db.deleteFrom('images').where('id', '=', id).execute();
+  assert.deepEqual(await db.selectFrom('image_versions').selectAll().where('image_id', '=', id).execute(), []);
+}
+
+/** 0002 over data written under 0001: every existing image becomes its own version 1. */
+async function exerciseVersionBackfill(db: Kysely<Database>): Promise<void> {
+  const at = '2025-01-01T00:00:00.000Z';
+  assert.deepEqual(await migrateTo(db, '0001_initial'), ['0001_initial']);
+  await db.insertInto('users').values({ id: 'u1', name: 'ann', password_hash: 'x', role: 'admin', created_at: at, disabled: 0 }).execute();
+  const big = 5 * 1024 ** 3;
+  await db.insertInto('images').values({ id: 'a'.repeat(64), name: 'old', format: 'qcow2', size: big, virtual_size: big * 2, created_at: at, created_by: 'u1' }).execute();
+  await db.insertInto('images').values({ id: 'f'.repeat(64), name: 'orphan', format: 'raw', size: 9, virtual_size: 9, created_at: at, created_by: null }).execute();
+  assert.deepEqual(await migrateToLatest(db), Object.keys(MIGRATIONS).slice(1));
+  const rows = await db.selectFrom('image_versions').selectAll().orderBy('image_id').execute();
+  assert.deepEqual(rows, [
+    { image_id: 'a'.repeat(64), version: 1, top_object_id: 'a'.repeat(64), diff_size: big, created_at: at, created_by: 'u1' },
+    { image_id: 'f'.repeat(64), version: 1, top_object_id: 'f'.repeat(64), diff_size: 9, created_at: at, created_by: null },
+  ]);
+}
+
 describe('database on SQLite', () => {
   let dir: string;
   before(async () => {
@@ -75,7 +111,13 @@ describe('database on SQLite', () => {
     db = openSqlite(file);
     assert.deepEqual(await migrateToLatest(db), []);
     const tables = await db.introspection.getTables();
-    for (const t of ['users', 'tokens', 'images', 'desktops', 'events']) assert.ok(tables.some((x) => x.name === t), t);
+    for (const t of ['users', 'tokens', 'images', 'image_versions', 'desktops', 'events']) assert.ok(tables.some((x) => x.name === t), t);
+    await db.destroy();
+  });
+
+  it('0002 backfills every existing image as its version 1', async () => {
+    const db = openSqlite(join(dir, 'c.db'));
+    await exerciseVersionBackfill(db);
     await db.destroy();
   });
 
@@ -141,7 +183,14 @@ describe('database on PostgreSQL', async () => {
       assert.deepEqual(await migrateToLatest(db), Object.keys(MIGRATIONS));
       assert.deepEqual(await migrateToLatest(db), []);
       await exerciseRepositories(db);
+      await sql`CREATE DATABASE backfill`.execute(db);
       await db.destroy();
+      const fresh = openPostgres({ host: dir, port, user: 'roamdesk', database: 'backfill' });
+      try {
+        await exerciseVersionBackfill(fresh);
+      } finally {
+        await fresh.destroy();
+      }
 
       // The whole API on PostgreSQL: the same queries as on SQLite.
       const t = await createTestApp({}, { db: open() });

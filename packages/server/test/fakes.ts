@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { ImageFormat } from '@roamdesk/api';
-import type { Clock, DesktopRuntime, Ids, ImportedObject, ObjectStore, RuntimeDesktop, RuntimeStatus } from '../src/ports.ts';
+import type { Clock, DesktopRuntime, Ids, ImportedLayer, ImportedObject, ObjectStore, RuntimeDesktop, RuntimeStatus } from '../src/ports.ts';
 
 export class FakeClock implements Clock {
   constructor(public t = Date.parse('2025-01-01T00:00:00.000Z')) {}
@@ -71,6 +71,15 @@ export class FakeStore implements ObjectStore {
     const format = options.format ?? 'raw';
     this.objects.set(id, { size: bytes.length, format });
     return { id, size: bytes.length, virtualSize: bytes.length * 2, format };
+  }
+
+  /** A fake difference: none when the target is the parent itself, else a small layer named by both ids. */
+  async importDifference(parentId: string, targetId: string): Promise<ImportedLayer | null> {
+    this.calls.push(`difference ${parentId} ${targetId}`);
+    if (targetId === parentId) return null;
+    const id = createHash('sha256').update(`layer ${parentId} ${targetId}`).digest('hex');
+    this.objects.set(id, { size: 100, format: 'qcow2' });
+    return { id, parent: parentId, size: 100, virtualSize: (this.objects.get(targetId)?.size ?? 0) * 2 };
   }
 
   async remove(id: string): Promise<void> {

@@ -13,6 +13,7 @@ import { ChainBrokenError, ObjectInUseError, ObjectNotFoundError, ParentMissingE
 import { exportChain, type ExportOptions } from './export.ts';
 import { readHeader } from './header-io.ts';
 import { assertObjectId, idFromObjectFileName, isOverlayFileName, isTempFileName, newOverlayFileName, objectFileName, type ObjectId } from './ids.ts';
+import { importDifference, type DifferenceOptions } from './difference.ts';
 import { importImage, importLayer, type ImportImageOptions, type ImportOptions } from './import.ts';
 import { Layout, type Overlay } from './layout.ts';
 import { seal } from './seal.ts';
@@ -120,6 +121,15 @@ export class Store {
   /** Imports an UNTRUSTED layer whose parent must be `expectedParent`. */
   async importLayer(source: string, expectedParent: ObjectId, opts: ImportOptions = {}): Promise<ObjectInfo> {
     return importLayer(this.#ctx(), source, expectedParent, opts);
+  }
+
+  /**
+   * Publishes the guest-level difference between the chain ending at `parent` and the object `target` as a
+   * layer over `parent` (qemu-img rebase in safe mode; see difference.ts), or returns null when the guest would
+   * see no difference. `target` stays in the store: removing it is the caller's decision.
+   */
+  async importDifference(parent: ObjectId, target: ObjectId, opts: DifferenceOptions = {}): Promise<ObjectInfo | null> {
+    return importDifference(this.#ctx(), parent, target, opts);
   }
 
   /** A new writable overlay on `parent`: `qemu-img create -f qcow2 -b <parent>.qcow2 -F qcow2` (relative). */

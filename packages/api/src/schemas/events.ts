@@ -9,6 +9,7 @@ export const EVENT_ACTIONS = [
   'user.delete',
   'image.import',
   'image.upload',
+  'image.publish',
   'image.delete',
   'desktop.create',
   'desktop.delete',

@@ -4,6 +4,10 @@
 //
 // Rules: never edit a migration once released; add a new one. Names sort in order of application.
 // Room left for later migrations: devices, leases, operations, desktop_layers.
+//
+// 0001_initial: users, tokens, images, desktops, events.
+// 0002_image_versions: image_versions, one row per published version; existing images are backfilled as their
+//   own version 1 with one INSERT … SELECT in plain SQL that both dialects read the same way.
 
 import { type Kysely, type Migration, type MigrationResultSet, Migrator, PostgresAdapter, sql } from 'kysely';
 import type { Database } from './schema.ts';
@@ -104,9 +108,38 @@ const m0001_initial: Migration = {
   },
 };
 
+const m0002_image_versions: Migration = {
+  async up(db: AnyDb) {
+    // Portable as written: a composite primary key, foreign keys with actions, bigint — the same on both.
+    await db.schema
+      .createTable('image_versions')
+      // Versions belong to their image: deleting the image row (only ever when no desktop uses it) takes them along.
+      .addColumn('image_id', 'text', (c) => c.notNull().references('images.id').onDelete('cascade'))
+      .addColumn('version', 'integer', (c) => c.notNull().check(sql`version >= 1`))
+      .addColumn('top_object_id', 'text', (c) => c.notNull())
+      .addColumn('diff_size', 'bigint', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('created_by', 'text', (c) => c.references('users.id').onDelete('set null'))
+      .addPrimaryKeyConstraint('image_versions_pkey', ['image_id', 'version'])
+      .execute();
+    // "Is this object still referenced?" asks by top_object_id before the store may drop an object.
+    await db.schema.createIndex('image_versions_top_object_id').on('image_versions').column('top_object_id').execute();
+    // Every existing image is its own version 1.
+    await sql`
+      INSERT INTO image_versions (image_id, version, top_object_id, diff_size, created_at, created_by)
+      SELECT id, 1, id, size, created_at, created_by FROM images
+    `.execute(db);
+  },
+
+  async down(db: AnyDb) {
+    await db.schema.dropTable('image_versions').execute();
+  },
+};
+
 /** Every migration, by name. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   '0001_initial': m0001_initial,
+  '0002_image_versions': m0002_image_versions,
 };
 
 export class MigrationError extends Error {
@@ -117,18 +150,29 @@ export class MigrationError extends Error {
   }
 }
 
-/** Bring the schema up to date. Running it again is a no-op. Returns the migrations applied now. */
-export async function migrateToLatest(db: Kysely<Database>): Promise<string[]> {
-  const migrator = new Migrator({
+function migrator(db: Kysely<Database>): Migrator {
+  return new Migrator({
     db,
     provider: { getMigrations: () => Promise.resolve(MIGRATIONS) },
     migrationTableName: 'roamdesk_migrations',
     migrationLockTableName: 'roamdesk_migrations_lock',
   });
-  const { error, results }: MigrationResultSet = await migrator.migrateToLatest();
+}
+
+function applied({ error, results }: MigrationResultSet): string[] {
   if (error !== undefined) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
     throw new MigrationError(`database migration ${failed} failed`, { cause: error });
   }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+/** Bring the schema up to date. Running it again is a no-op. Returns the migrations applied now. */
+export async function migrateToLatest(db: Kysely<Database>): Promise<string[]> {
+  return applied(await migrator(db).migrateToLatest());
+}
+
+/** Migrate up (or down) to the named migration: for tests of a migration over data an older schema held. */
+export async function migrateTo(db: Kysely<Database>, name: string): Promise<string[]> {
+  return applied(await migrator(db).migrateTo(name));
 }

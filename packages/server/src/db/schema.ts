@@ -45,6 +45,22 @@ export interface ImagesTable {
   created_by: string | null;
 }
 
+/**
+ * One row per published version of an image (migration 0002). Version 1 is the image itself
+ * (top_object_id = images.id); version N+1 is version N's top object plus ONE layer, so its top_object_id is
+ * that layer and the chain of version N is v1 → layer 2 → … → layer N.
+ */
+export interface ImageVersionsTable {
+  image_id: string;
+  version: number;
+  /** The chain's top object for this version: the image itself for version 1, else the version's layer. */
+  top_object_id: string;
+  /** File size of the version's layer (for version 1, of the image): what a device holding version N−1 fetches. */
+  diff_size: number;
+  created_at: string;
+  created_by: string | null;
+}
+
 export type DesktopStateColumn = 'stopped' | 'starting' | 'running' | 'stopping' | 'error';
 
 export interface DesktopsTable {
@@ -92,6 +108,7 @@ export interface Database {
   users: UsersTable;
   tokens: TokensTable;
   images: ImagesTable;
+  image_versions: ImageVersionsTable;
   desktops: DesktopsTable;
   events: EventsTable;
 }

@@ -54,7 +54,8 @@ async function createDesktop(ctx: AppContext, body: CreateDesktopRequest): Promi
       state: 'stopped',
       location: 'server',
       lease_generation: 1,
-      top_object_id: image.id,
+      // The image's latest version: its chain is the image plus one layer per later version.
+      top_object_id: image.top_object_id,
       overlay_path: null, // created at first start (services/lifecycle.ts)
       created_at: now,
       updated_at: now,

@@ -8,6 +8,7 @@ export function storeAdapter(store: Store): ObjectStore {
   return {
     importImage: (path, options) => store.importImage(path, options),
     createOverlay: (parentId, options) => store.createOverlay(parentId, options),
+    importDifference: (parentId, targetId) => store.importDifference(parentId, targetId),
     has: (id) => store.has(id),
     async remove(id) {
       try {

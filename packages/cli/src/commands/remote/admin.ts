@@ -5,7 +5,9 @@ import { isAbsolute, resolve } from 'node:path';
 
 import type { Command } from 'commander';
 
-import { CPUS_MAX, CPUS_MIN, EVENTS_LIMIT_MAX, type Image, type ImageFormat, MEMORY_MIB_MAX, MEMORY_MIB_MIN } from '@roamdesk/api';
+import {
+  CPUS_MAX, CPUS_MIN, EVENTS_LIMIT_MAX, type Image, type ImageFormat, type ImageVersionResponse, MEMORY_MIB_MAX, MEMORY_MIB_MIN,
+} from '@roamdesk/api';
 
 import { CliUsageError } from '../../errors.ts';
 import { formatBytes, shortId } from '../../format.ts';
@@ -68,9 +70,26 @@ function registerUsers(admin: Command, ctx: CommandContext): void {
 function imageTable(images: readonly Image[]): string {
   if (images.length === 0) return 'No images.';
   return formatTable(
-    ['name', 'format', 'size', 'virtual', 'desktops', 'id', 'created'],
-    images.map((i) => [i.name, i.format, formatBytes(i.size), formatBytes(i.virtualSize), String(i.usage), shortId(i.id), shortTime(i.createdAt)]),
+    ['name', 'format', 'size', 'virtual', 'version', 'desktops', 'id', 'created'],
+    images.map((i) => [
+      i.name, i.format, formatBytes(i.size), formatBytes(i.virtualSize), String(i.version), String(i.usage), shortId(i.id), shortTime(i.createdAt),
+    ]),
   );
+}
+
+/** One image: its fields, then every version with the size of its layer (what a device holding the previous version fetches). */
+function imageDetail(i: Image): string {
+  const head = [
+    `Image ${i.name}: ${i.format}, ${formatBytes(i.virtualSize)} virtual, version ${i.version}, used by ${i.usage} desktop${i.usage === 1 ? '' : 's'}`,
+    `id ${i.id}`,
+    `top ${i.topObjectId}`,
+    '',
+  ];
+  const versions = formatTable(
+    ['version', 'layer', 'top', 'created', 'by'],
+    i.versions.map((v) => [String(v.version), formatBytes(v.diffSize), shortId(v.topObjectId), shortTime(v.createdAt), v.createdBy ?? '']),
+  );
+  return [...head, versions].join('\n');
 }
 
 function parseFormat(value: string | undefined): ImageFormat | undefined {
@@ -82,6 +101,20 @@ function parseFormat(value: string | undefined): ImageFormat | undefined {
 function isLoopback(server: string): boolean {
   const host = new URL(server).hostname;
   return host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/**
+ * FILE as the server should read it: absolute paths go as they are; a relative one only to a loopback server
+ * (same machine), resolved here.
+ */
+function serverPath(file: string, server: string): string {
+  if (isAbsolute(file)) return file;
+  if (!isLoopback(server)) {
+    throw new CliUsageError(`FILE must be an absolute path on the server machine, got ${JSON.stringify(file)}`, {
+      hint: 'give the path as the server sees it, or pass --upload to send this local file',
+    });
+  }
+  return resolve(file);
 }
 
 function registerImages(admin: Command, ctx: CommandContext): void {
@@ -106,16 +139,7 @@ function registerImages(admin: Command, ctx: CommandContext): void {
             meter.done();
           }
         } else {
-          let path = file;
-          if (!isAbsolute(file)) {
-            if (!isLoopback(server)) {
-              throw new CliUsageError(`FILE must be an absolute path on the server machine, got ${JSON.stringify(file)}`, {
-                hint: 'give the path as the server sees it, or pass --upload to send this local file',
-              });
-            }
-            path = resolve(file);
-          }
-          imported = await client.importImage({ name, path, ...(format !== undefined ? { format } : {}) });
+          imported = await client.importImage({ name, path: serverPath(file, server), ...(format !== undefined ? { format } : {}) });
         }
         out.result({ image: imported }, () =>
           `Imported image ${imported.name}: ${imported.format}, ${formatBytes(imported.size)} (${formatBytes(imported.virtualSize)} virtual), id ${shortId(imported.id)}.`,
@@ -123,8 +147,52 @@ function registerImages(admin: Command, ctx: CommandContext): void {
       }),
     );
   image
+    .command('publish')
+    .description(
+      'publish a new version of an image: FILE is the whole new disk (same virtual size); the server stores only the ' +
+        'difference from the latest version, as one layer, and new desktops start from it (existing desktops keep their version)',
+    )
+    .argument('<name>', 'image name')
+    .argument('<file>', 'path of the new disk on the server machine (absolute), or a local file with --upload')
+    .option('--format <format>', 'raw or qcow2 (default: detected by the server)')
+    .option('--upload', 'stream FILE from this machine to the server (PUT /images/:name/versions)')
+    .action((name: string, file: string, opts: { format?: string; upload?: boolean }, cmd: Command) =>
+      runRemote(ctx, cmd, async (remote, out) => {
+        const format = parseFormat(opts.format);
+        const { client, server } = await remote.connect();
+        const withFormat = format !== undefined ? { format } : {};
+        let published: ImageVersionResponse;
+        if (opts.upload === true) {
+          const meter = progressMeter(`uploading ${name}`);
+          try {
+            published = await client.uploadImageVersion(name, resolve(file), { ...withFormat, onProgress: (p) => meter.update(p) });
+          } finally {
+            meter.done();
+          }
+        } else {
+          published = await client.publishImageVersion(name, { path: serverPath(file, server), ...withFormat });
+        }
+        const { image: img, version: v } = published;
+        out.result(published, () =>
+          `Published version ${v.version} of image ${img.name}: a ${formatBytes(v.diffSize)} layer over version ${v.version - 1} ` +
+            `(top ${shortId(v.topObjectId)}); new desktops start from it.`,
+        );
+      }),
+    );
+  image
+    .command('show')
+    .description('one image and its versions')
+    .argument('<name>', 'image name')
+    .action((name: string, _opts: unknown, cmd: Command) =>
+      runRemote(ctx, cmd, async (remote, out) => {
+        const { client } = await remote.connect();
+        const shown = await client.getImage(name);
+        out.result({ image: shown }, () => imageDetail(shown));
+      }),
+    );
+  image
     .command('list')
-    .description('list images with their size and how many desktops use them')
+    .description('list images with their size, latest version and how many desktops use them')
     .action((_opts: unknown, cmd: Command) =>
       runRemote(ctx, cmd, async (remote, out) => {
         const { client } = await remote.connect();

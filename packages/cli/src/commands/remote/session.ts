@@ -90,6 +90,10 @@ function hintFor(err: ApiError, who: { server?: string | undefined; user?: strin
       return 'it is checked out to a device; check it in first';
     case 'IMAGE_IN_USE':
       return 'remove the desktops that use it first (roamdesk admin desktop list)';
+    case 'IMAGE_VERSION_UNCHANGED':
+      return 'the latest version already is this disk: nothing to do (roamdesk admin image show NAME lists the versions)';
+    case 'IMAGE_SIZE_MISMATCH':
+      return 'a new version must have the virtual size of the image (roamdesk admin image show NAME); to change the size, import it as a new image';
     case 'INVALID_PATH':
       return 'the path is read on the server machine: give an absolute path there, or pass --upload to send a local file';
     case 'VALIDATION_FAILED':
