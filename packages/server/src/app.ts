@@ -18,6 +18,7 @@ import { consoleRoutes } from './routes/console.ts';
 import { desktopRoutes } from './routes/desktops.ts';
 import { eventRoutes } from './routes/events.ts';
 import { imageRoutes } from './routes/images.ts';
+import { objectRoutes } from './routes/objects.ts';
 import { userRoutes } from './routes/users.ts';
 import { Auditor } from './services/audit.ts';
 
@@ -87,6 +88,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await api.register(desktopRoutes(ctx));
       await api.register(eventRoutes(ctx));
       await api.register(consoleRoutes(ctx));
+      await api.register(objectRoutes(ctx));
     },
     { prefix: API_PREFIX },
   );

@@ -115,6 +115,8 @@ export interface DataPaths {
   store: string;
   vms: string;
   uploads: string;
+  /** Cached transfer manifests (derived from immutable objects; safe to delete). */
+  manifests: string;
 }
 
 export function dataPaths(dataDir: string): DataPaths {
@@ -124,5 +126,6 @@ export function dataPaths(dataDir: string): DataPaths {
     store: join(dataDir, 'store'),
     vms: join(dataDir, 'vms'),
     uploads: join(dataDir, 'uploads'),
+    manifests: join(dataDir, 'manifests'),
   };
 }

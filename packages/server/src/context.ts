@@ -5,7 +5,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { LoginLimiter } from './auth/rate-limit.ts';
 import type { DataPaths, ServerConfig } from './config.ts';
 import type { Database } from './db/schema.ts';
-import type { Clock, DesktopRuntime, Ids, ObjectStore, PasswordHasher } from './ports.ts';
+import type { Clock, DesktopRuntime, Ids, ObjectStore, ObjectTransfer, PasswordHasher } from './ports.ts';
 import type { Auditor } from './services/audit.ts';
 
 /** The dependencies buildApp() is given. */
@@ -13,6 +13,8 @@ export interface AppDeps {
   db: Kysely<Database>;
   store: ObjectStore;
   runtime: DesktopRuntime;
+  /** Objects to and from devices (downloads, uploads). */
+  transfer: ObjectTransfer;
   clock: Clock;
   ids: Ids;
   /** pino in production; every log line of the server goes through it. */

@@ -137,3 +137,40 @@ export interface PasswordHasher {
   hash(password: string): Promise<string>;
   verify(hash: string, password: string): Promise<boolean>;
 }
+
+/**
+ * Moving objects to and from devices (@roamdesk/transfer over the real store; see runtime/transfer-adapter.ts).
+ * Authorization is decided by the routes before any of these is called.
+ */
+export interface ObjectTransfer {
+  /** The object's description, or null when the store does not hold it. */
+  describe(id: string): Promise<StoredObjectInfo | null>;
+  /** The chain ending at `top`, bottom (image) first. Objects never change, so this may be cached. */
+  chain(top: string): Promise<StoredObjectInfo[]>;
+  manifest(id: string, pieceSize: number | undefined): Promise<unknown>;
+  /** Streams pieces as frames; `write` resolves when a chunk is handed to the socket. */
+  pieces(id: string, req: { first: number; count: number; pieceSize: number | undefined; encoding: 'raw' | 'zstd' }, write: (chunk: Buffer) => Promise<void>, signal: AbortSignal): Promise<void>;
+  beginUpload(owner: string, manifest: unknown): Promise<UploadStateView>;
+  uploadState(owner: string, uploadId: string): Promise<UploadStateView>;
+  receiveUpload(owner: string, uploadId: string, body: AsyncIterable<Buffer>): Promise<UploadStateView>;
+  completeUpload(owner: string, uploadId: string): Promise<StoredObjectInfo>;
+  abandonUpload(owner: string, uploadId: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface StoredObjectInfo {
+  id: string;
+  kind: 'image' | 'layer';
+  parent: string | null;
+  size: number;
+  virtualSize: number;
+}
+
+export interface UploadStateView {
+  uploadId: string | null;
+  id: string;
+  complete: boolean;
+  piecesTotal: number;
+  piecesVerified: number;
+  missing: Array<[number, number]>;
+}

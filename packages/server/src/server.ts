@@ -16,7 +16,7 @@ import type { AppDeps } from './context.ts';
 import { migrateToLatest } from './db/migrations.ts';
 import type { Database } from './db/schema.ts';
 import { openSqlite } from './db/sqlite.ts';
-import type { Clock, DesktopRuntime, Ids, ObjectStore, PasswordHasher } from './ports.ts';
+import type { Clock, DesktopRuntime, Ids, ObjectStore, ObjectTransfer, PasswordHasher } from './ports.ts';
 import { defaultEngines } from './runtime/defaults.ts';
 import { type AdminSession, openAdminSession } from './services/admin-session.ts';
 import { followRuntimeExits, reconcileDesktops, type ReconcileChange } from './services/reconcile.ts';
@@ -32,6 +32,8 @@ export interface StartOptions {
   hasher?: PasswordHasher;
   /** Use this database instead of `<data>/roamdesk.db` (e.g. PostgreSQL). It is destroyed on close. */
   db?: Kysely<Database>;
+  /** Use this transfer engine instead of the default one over `<data>/store`. */
+  transfer?: ObjectTransfer;
   /** Install SIGINT/SIGTERM handlers that close the server (default true). */
   handleSignals?: boolean;
 }
@@ -75,6 +77,7 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
   const db = options.db ?? openSqlite(paths.database);
   let app: FastifyInstance | undefined;
   let runtime: DesktopRuntime | undefined;
+  let transfer: ObjectTransfer | undefined;
   let unwatch: (() => void) | undefined;
   try {
     const applied = await migrateToLatest(db);
@@ -83,8 +86,10 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
     const engines = defaultEngines(paths);
     runtime =
       options.runtime === undefined ? await engines.runtime() : typeof options.runtime === 'function' ? await options.runtime(paths) : options.runtime;
+    transfer = options.transfer ?? (await engines.transfer());
     const deps: AppDeps = {
       db,
+      transfer,
       store: options.store === undefined ? await engines.store() : typeof options.store === 'function' ? await options.store(paths) : options.store,
       runtime,
       clock: options.clock ?? systemClock,
@@ -124,6 +129,7 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
         } finally {
           // Detached VMs keep running; the next start re-adopts them (reconcile).
           await runtime?.close?.().catch((err: unknown) => logger.error({ err }, 'runtime close failed'));
+          await transfer?.close().catch((err: unknown) => logger.error({ err }, 'transfer close failed'));
           await db.destroy();
           resolveClosed();
         }
@@ -142,6 +148,7 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
     unwatch?.();
     await app?.close().catch(() => {});
     await runtime?.close?.().catch(() => {});
+    await transfer?.close().catch(() => {});
     await db.destroy().catch(() => {});
     throw err;
   }

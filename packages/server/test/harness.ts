@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import type { Kysely } from 'kysely';
+import { Store } from '@roamdesk/store';
 import { pino } from 'pino';
 import { buildApp } from '../src/app.ts';
 import { ensureInitialAdmin } from '../src/auth/bootstrap.ts';
@@ -15,6 +16,7 @@ import { migrateToLatest } from '../src/db/migrations.ts';
 import type { Database } from '../src/db/schema.ts';
 import { openSqlite } from '../src/db/sqlite.ts';
 import type { PasswordHasher } from '../src/ports.ts';
+import { transferAdapter } from '../src/runtime/transfer-adapter.ts';
 import { FakeClock, FakeRuntime, FakeStore, SeqIds } from './fakes.ts';
 
 export const ADMIN_PASSWORD = 'admin-password';
@@ -66,7 +68,9 @@ export async function createTestApp(
       return testHasher.verify(h, p);
     },
   };
-  const deps: AppDeps = { db, store, runtime, clock, ids, hasher, config, logger: pino({ level: 'silent' }) };
+  // A real transfer engine over a real (initially empty) store: object endpoints are tested against real bytes.
+  const transfer = transferAdapter(await Store.open(paths.store), paths.manifests);
+  const deps: AppDeps = { db, store, transfer, runtime, clock, ids, hasher, config, logger: pino({ level: 'silent' }) };
   await ensureInitialAdmin(deps, ADMIN_PASSWORD);
   const app = await buildApp(deps);
 

@@ -6,6 +6,7 @@ export type { Overlay } from './layout.ts';
 export type { Progress, ProgressCallback } from './progress.ts';
 export type { ImportImageOptions, ImportOptions } from './import.ts';
 export type { DifferenceOptions } from './difference.ts';
+export type { AdoptExpectation, AdoptOptions } from './adopt.ts';
 export type { ExportOptions } from './export.ts';
 export type { LiveSealResult, LiveVm } from './seal-live.ts';
 export type { VerifyOptions, VerifyProblem, VerifyProblemKind, VerifyReport } from './verify.ts';

@@ -6,6 +6,8 @@
  *   <root>/objects/.tmp-<16hex>               partial object being written (removed by Store.open)
  *   <root>/meta/<id>.json                     sidecar metadata, mode 0444
  *   <root>/meta/.tmp-<16hex>                  partial sidecar
+ *   <root>/incoming/                          objects being received piece by piece (owned by the transfer engine;
+ *                                             kept across restarts so transfers resume; published with adopt())
  *
  * Paths are only ever built from names made by ids.ts after validation.
  */
@@ -27,11 +29,13 @@ export class Layout {
   readonly root: string;
   readonly objectsDir: string;
   readonly metaDir: string;
+  readonly incomingDir: string;
 
   constructor(root: string) {
     this.root = resolve(root);
     this.objectsDir = join(this.root, 'objects');
     this.metaDir = join(this.root, 'meta');
+    this.incomingDir = join(this.root, 'incoming');
   }
 
   objectPath(id: ObjectId): string {

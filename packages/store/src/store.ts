@@ -8,6 +8,7 @@ import { join } from 'node:path';
 
 import { QemuImg, type DiskNode } from '@roamdesk/qemu';
 
+import { adopt, type AdoptExpectation, type AdoptOptions } from './adopt.ts';
 import { discard, fsyncDir } from './durable.ts';
 import { ChainBrokenError, ObjectInUseError, ObjectNotFoundError, ParentMissingError } from './errors.ts';
 import { exportChain, type ExportOptions } from './export.ts';
@@ -55,12 +56,18 @@ export class Store {
       }
       if (removed) await fsyncDir(dir);
     }
+    await mkdir(layout.incomingDir, { recursive: true, mode: 0o700 });
     await fsyncDir(layout.root);
     return new Store(layout, opts.qemuImg ?? new QemuImg());
   }
 
   get objectsDir(): string {
     return this.#layout.objectsDir;
+  }
+
+  /** Where objects are assembled while they arrive (see adopt.ts); not cleaned on open, so transfers resume. */
+  get incomingDir(): string {
+    return this.#layout.incomingDir;
   }
 
   /** `<root>/objects/<id>.qcow2`; throws InvalidObjectIdError for anything but 64 lowercase hex. */
@@ -121,6 +128,11 @@ export class Store {
   /** Imports an UNTRUSTED layer whose parent must be `expectedParent`. */
   async importLayer(source: string, expectedParent: ObjectId, opts: ImportOptions = {}): Promise<ObjectInfo> {
     return importLayer(this.#ctx(), source, expectedParent, opts);
+  }
+
+  /** Publishes a file received into incomingDir as object `expected.id` (no copy). See adopt.ts. */
+  async adopt(path: string, expected: AdoptExpectation, opts: AdoptOptions = {}): Promise<ObjectInfo> {
+    return adopt(this.#ctx(), path, expected, opts);
   }
 
   /**

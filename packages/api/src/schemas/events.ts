@@ -21,6 +21,7 @@ export const EVENT_ACTIONS = [
   'desktop.console',
   'console.start',
   'console.end',
+  'object.upload',
 ] as const;
 export type EventAction = (typeof EVENT_ACTIONS)[number];
 

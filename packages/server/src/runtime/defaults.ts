@@ -4,13 +4,15 @@
 
 import { Store } from '@roamdesk/store';
 import type { DataPaths } from '../config.ts';
-import type { ObjectStore } from '../ports.ts';
+import type { ObjectStore, ObjectTransfer } from '../ports.ts';
 import { QemuRuntime } from './qemu-runtime.ts';
 import { storeAdapter } from './store-adapter.ts';
+import { transferAdapter } from './transfer-adapter.ts';
 
 export interface DefaultEngines {
   store(): Promise<ObjectStore>;
   runtime(): Promise<QemuRuntime>;
+  transfer(): Promise<ObjectTransfer>;
 }
 
 export function defaultEngines(paths: DataPaths): DefaultEngines {
@@ -19,5 +21,6 @@ export function defaultEngines(paths: DataPaths): DefaultEngines {
   return {
     store: async () => storeAdapter(await open()),
     runtime: async () => new QemuRuntime({ store: await open(), vmsDir: paths.vms, tmpDir: paths.uploads }),
+    transfer: async () => transferAdapter(await open(), paths.manifests),
   };
 }

@@ -1,0 +1,274 @@
+/**
+ * Downloads objects (an image and its layers, bottom first) from a Roamdesk server into a local store,
+ * moving only what is missing:
+ *   1. objects the store already holds are skipped;
+ *   2. an interrupted earlier attempt's verified pieces are kept (re-hashed from disk first: partial-object.ts);
+ *   3. seed folders fill what they can (every piece verified);
+ *   4. the rest comes in batches of contiguous pieces, several requests in flight on kept-alive connections,
+ *      each piece checked against its BLAKE3 hash before it counts; a bad or missing piece is fetched again;
+ *   5. the whole file's SHA-256 (computed from disk in a worker as the verified prefix grows) must equal the
+ *      id; then the store adopts the file (header policy, fsync, atomic no-clobber publish).
+ * Nothing appears under an object's name before step 5 succeeds.
+ */
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import type { Store } from '@roamdesk/store';
+
+import { CompressionController, type CompressionMode } from './adaptive.ts';
+import { backoff, BatchQueue, planBatches, type Batch } from './batches.ts';
+import { PieceCodec } from './codec.ts';
+import { abortedError, TransferError } from './errors.ts';
+import { forEachPiece } from './file-reader.ts';
+import { BufferPool, FRAME_HEADER_BYTES, readFrames } from './frames.ts';
+import { connect, type Connection, isRetryable, type Remote, send, sendJson } from './http.ts';
+import { DEFAULT_PIECE_SIZE, type Manifest, parseManifest, pieceRange } from './manifest.ts';
+import { ObjectHasher } from './object-hasher.ts';
+import { PartialObject } from './partial-object.ts';
+import { ProgressTracker, type TransferProgressCallback } from './progress.ts';
+import { type ObjectDescription, objectPath, piecesQuery } from './protocol.ts';
+import type { ObjectReport, TransferReport } from './report.ts';
+import { findSeedFiles } from './seeds.ts';
+
+export interface TransferTuning {
+  /** Requests in flight (default 4). */
+  readonly inFlight?: number;
+  /** Bytes per request (default 16 MiB; rounded to whole pieces). */
+  readonly batchBytes?: number;
+  readonly pieceSize?: number;
+  /** Attempts per piece before the transfer fails (default 5). */
+  readonly maxAttempts?: number;
+  readonly compression?: CompressionMode;
+}
+
+export interface DownloadOptions extends TransferTuning {
+  readonly store: Store;
+  readonly remote: Remote;
+  /** Bottom (image) first: a layer is published only after its parent. */
+  readonly objects: readonly ObjectDescription[];
+  readonly seeds?: readonly string[];
+  readonly signal?: AbortSignal;
+  readonly onProgress?: TransferProgressCallback;
+}
+
+export const DEFAULT_IN_FLIGHT = 4;
+export const DEFAULT_BATCH_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_MAX_ATTEMPTS = 5;
+
+interface Run {
+  readonly opts: DownloadOptions;
+  readonly conn: Connection;
+  readonly progress: ProgressTracker;
+  readonly controller: CompressionController;
+  readonly signal: AbortSignal;
+  piecesRetried: number;
+  bytesTransferred: number;
+}
+
+export async function downloadObjects(opts: DownloadOptions): Promise<TransferReport> {
+  const t0 = performance.now();
+  const inFlight = opts.inFlight ?? DEFAULT_IN_FLIGHT;
+  const conn = connect(opts.remote, inFlight);
+  const total = opts.objects.reduce((n, o) => n + o.size, 0);
+  const run: Run = {
+    opts, conn,
+    progress: new ProgressTracker('download', total, opts.objects.length, opts.onProgress),
+    controller: new CompressionController(opts.compression ?? 'auto'),
+    signal: opts.signal ?? new AbortController().signal,
+    piecesRetried: 0,
+    bytesTransferred: 0,
+  };
+  const reports: ObjectReport[] = [];
+  try {
+    for (const [i, desc] of opts.objects.entries()) {
+      run.progress.objectIndex = i;
+      run.progress.objectId = desc.id;
+      reports.push(await downloadOne(run, desc));
+    }
+  } finally {
+    conn.agent.destroy();
+  }
+  run.progress.phase = 'done';
+  run.progress.emit(true);
+  return {
+    direction: 'download', objects: reports, bytesTotal: total, bytesTransferred: run.bytesTransferred,
+    bytesOnWire: run.progress.bytesOnWire, bytesSaved: run.progress.bytesSaved, piecesRetried: run.piecesRetried,
+    seconds: (performance.now() - t0) / 1000, compression: run.controller.compress, compressionReason: run.controller.reason,
+  };
+}
+
+async function downloadOne(run: Run, desc: ObjectDescription): Promise<ObjectReport> {
+  const { store } = run.opts;
+  const p = run.progress;
+  if (await store.has(desc.id)) {
+    p.bytesDone += desc.size;
+    p.bytesSaved += desc.size;
+    p.emit();
+    return { id: desc.id, kind: desc.kind, size: desc.size, action: 'present', piecesTotal: 0, piecesSent: 0, piecesResumed: 0, piecesSeeded: 0 };
+  }
+  p.phase = 'planning';
+  p.emit(true);
+  const pieceSize = run.opts.pieceSize ?? DEFAULT_PIECE_SIZE;
+  const manifest = parseManifest(
+    await sendJson<unknown>(run.conn, { method: 'GET', path: `${objectPath(desc.id)}/manifest?pieceSize=${pieceSize}`, signal: run.signal }),
+    { id: desc.id, kind: desc.kind, parent: desc.parent, size: desc.size },
+  );
+  p.phase = 'resuming';
+  p.emit(true);
+  const partial = await PartialObject.open(join(store.incomingDir, `dl-${desc.id}`), manifest);
+  const hasher = new ObjectHasher(partial.path);
+  let published = false;
+  try {
+    const resumed = partial.verifiedBytes;
+    p.bytesDone += resumed;
+    p.bytesSaved += resumed;
+    const piecesResumed = partial.verifiedPieces;
+    hasher.advance(partial.verifiedPrefixBytes);
+
+    const piecesSeeded = await fillFromSeeds(run, partial, hasher);
+    const before = partial.verifiedPieces;
+    if (!partial.complete) {
+      p.phase = 'transferring';
+      await fetchMissing(run, manifest, partial, hasher);
+    }
+    const piecesSent = partial.verifiedPieces - before;
+
+    p.phase = 'verifying';
+    p.emit(true);
+    const digest = await hasher.digest(manifest.size);
+    if (digest !== manifest.id) {
+      // Every piece matched the manifest, yet the whole does not match the id: the manifest lied. Nothing kept.
+      await partial.discard();
+      throw new TransferError('XFER_ERR_OBJECT_HASH', `object ${manifest.id}: the received bytes hash to ${digest}; the server's manifest does not describe this object`, { id: manifest.id, actual: digest });
+    }
+    p.phase = 'publishing';
+    p.emit(true);
+    const path = await partial.finish();
+    // The bytes equal an object the server's store checked when it took it in: its id proves it.
+    await store.adopt(path, { id: manifest.id, kind: manifest.kind, parent: manifest.parent }, { hashVerified: true, checkedBySource: true });
+    published = true;
+    await partial.discard();
+    return { id: desc.id, kind: desc.kind, size: desc.size, action: 'transferred', piecesTotal: manifest.pieces.length, piecesSent, piecesResumed, piecesSeeded };
+  } finally {
+    if (!published) {
+      await hasher.cancel();
+      await partial.close();
+    }
+  }
+}
+
+async function fillFromSeeds(run: Run, partial: PartialObject, hasher: ObjectHasher): Promise<number> {
+  const seeds = run.opts.seeds ?? [];
+  if (seeds.length === 0 || partial.complete) return 0;
+  const p = run.progress;
+  p.phase = 'seeding';
+  p.emit(true);
+  let seeded = 0;
+  for (const file of await findSeedFiles(seeds, partial.manifest)) {
+    const missing = partial.missing();
+    if (missing.length === 0) break;
+    const fh = await open(file, 'r');
+    try {
+      await forEachPiece(fh, partial.manifest, missing, async (i, data) => {
+        try {
+          if (await partial.accept(i, data)) {
+            seeded++;
+            p.bytesDone += data.length;
+            p.bytesSaved += data.length;
+            hasher.advance(partial.verifiedPrefixBytes);
+            p.emit();
+          }
+        } catch (e) {
+          if (!(e instanceof TransferError && e.code === 'XFER_ERR_PIECE_HASH')) throw e;
+        }
+      }, { signal: run.signal });
+    } finally {
+      await fh.close();
+    }
+  }
+  return seeded;
+}
+
+async function fetchMissing(run: Run, m: Manifest, partial: PartialObject, hasher: ObjectHasher): Promise<void> {
+  const maxPieces = Math.max(1, Math.floor((run.opts.batchBytes ?? DEFAULT_BATCH_BYTES) / m.pieceSize));
+  const queue = new BatchQueue(planBatches(partial.missing(), maxPieces), maxPieces, run.opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
+  const inFlight = run.opts.inFlight ?? DEFAULT_IN_FLIGHT;
+  const pool = new BufferPool(m.pieceSize, inFlight * 2 + 2);
+  const internal = new AbortController();
+  const onAbort = (): void => internal.abort(run.signal.reason);
+  run.signal.addEventListener('abort', onAbort, { once: true });
+  const worker = async (): Promise<void> => {
+    const codec = new PieceCodec();
+    const decoded = Buffer.allocUnsafeSlow(m.pieceSize);
+    for (let b = await queue.next(); b !== null; b = await queue.next()) {
+      const unfinished = new Set(Array.from({ length: b.count }, (_, k) => b.first + k));
+      let error: unknown = null;
+      try {
+        await fetchBatch(run, m, b, partial, hasher, unfinished, { pool, codec, decoded, signal: internal.signal });
+      } catch (e) {
+        error = e;
+      }
+      const worst = queue.settle([...unfinished]);
+      if (error === null) continue;
+      if (run.signal.aborted) {
+        queue.fail(abortedError(run.signal));
+      } else if (!isRetryable(error) || worst >= queue.maxAttempts) {
+        queue.fail(error);
+        internal.abort(error);
+      } else {
+        run.piecesRetried += unfinished.size;
+        await backoff(worst, internal.signal);
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: inFlight }, worker));
+  } finally {
+    run.signal.removeEventListener('abort', onAbort);
+  }
+  if (queue.failure !== null) throw queue.failure;
+  if (!partial.complete) throw new TransferError('XFER_ERR_PROTOCOL', `the server did not send ${partial.missing().length} pieces`);
+}
+
+async function fetchBatch(
+  run: Run, m: Manifest, b: Batch, partial: PartialObject, hasher: ObjectHasher, unfinished: Set<number>,
+  w: { pool: BufferPool; codec: PieceCodec; decoded: Buffer; signal: AbortSignal },
+): Promise<void> {
+  const p = run.progress;
+  const encoding = run.controller.compress ? 'zstd' : 'raw';
+  const res = await send(run.conn, { method: 'GET', path: `${objectPath(m.id)}/pieces?${piecesQuery(b.first, b.count, m.pieceSize, encoding)}`, signal: w.signal });
+  try {
+    for await (const frame of readFrames(res, w.pool)) {
+      try {
+        if (!unfinished.has(frame.index)) {
+          throw new TransferError('XFER_ERR_PROTOCOL', `the server sent piece ${frame.index}, which was not asked for in this batch`, { index: frame.index });
+        }
+        const wire = FRAME_HEADER_BYTES + frame.payloadLength;
+        p.bytesOnWire += wire;
+        const raw = w.codec.decode(frame.encoding, frame.payload, frame.rawLength, w.decoded);
+        if (frame.encoding === 0) run.controller.record(wire);
+        run.controller.sample(raw);
+        p.compression = run.controller.compress;
+        if (raw.length !== pieceRange(m, frame.index).length) {
+          throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${frame.index} has the wrong length`, { index: frame.index });
+        }
+        const fresh = await partial.accept(frame.index, raw);
+        unfinished.delete(frame.index);
+        if (fresh) {
+          run.bytesTransferred += raw.length;
+          p.bytesDone += raw.length;
+          hasher.advance(partial.verifiedPrefixBytes);
+        }
+        p.emit();
+      } finally {
+        frame.release();
+      }
+    }
+  } catch (e) {
+    res.destroy();
+    // A connection reset while the body streams in surfaces from the response as a plain error.
+    if (e instanceof TransferError) throw e;
+    throw new TransferError('XFER_ERR_NETWORK', `the piece stream broke: ${(e as Error).message}`, { first: b.first, count: b.count }, { cause: e });
+  }
+  if (unfinished.size > 0) throw new TransferError('XFER_ERR_PROTOCOL', `the piece stream ended with ${unfinished.size} pieces of the batch missing`);
+}

@@ -1,0 +1,130 @@
+/**
+ * A minimal HTTP/1.1 client on node:http(s) with keep-alive: the transfer keeps a few requests in flight on
+ * reused connections and streams bodies without WHATWG stream overhead (notes/performance.md: a stock stream
+ * pipeline costs 2.6× the floor). Non-2xx answers become XFER_ERR_REMOTE with the server's error code;
+ * connection failures become XFER_ERR_NETWORK (retryable).
+ */
+import { Agent as HttpAgent, type IncomingMessage, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+
+import { TransferError } from './errors.ts';
+
+export interface Remote {
+  /** The API base, e.g. `http://127.0.0.1:8760/api/v1`. */
+  readonly apiBase: string;
+  readonly token: string;
+}
+
+export interface Connection {
+  readonly remote: Remote;
+  readonly agent: HttpAgent;
+  /** Bytes sent in request bodies. */
+  sent: number;
+}
+
+export function connect(remote: Remote, maxSockets: number): Connection {
+  const https = remote.apiBase.startsWith('https:');
+  const opts = { keepAlive: true, maxSockets, maxFreeSockets: maxSockets };
+  return { remote, agent: https ? new HttpsAgent(opts) : new HttpAgent(opts), sent: 0 };
+}
+
+export interface RequestInit {
+  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  readonly path: string;
+  readonly headers?: Record<string, string>;
+  /** A whole body, or a producer that writes chunks (awaiting the returned promise is backpressure). */
+  readonly body?: Buffer | ((write: (chunk: Buffer) => Promise<void>) => Promise<void>);
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** Sends the request; resolves with the response once its head arrives (2xx only). */
+export async function send(conn: Connection, init: RequestInit): Promise<IncomingMessage> {
+  const url = new URL(conn.remote.apiBase + init.path);
+  const doRequest = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  const headers: Record<string, string> = { authorization: `Bearer ${conn.remote.token}`, ...init.headers };
+  if (Buffer.isBuffer(init.body)) headers['content-length'] = String(init.body.length);
+  return new Promise<IncomingMessage>((resolve, reject) => {
+    const req = doRequest(url, { method: init.method, headers, agent: conn.agent, ...(init.signal !== undefined ? { signal: init.signal } : {}) });
+    req.on('error', (e) => reject(networkError(url, e, init.signal)));
+    req.on('response', (res) => {
+      const status = res.statusCode ?? 0;
+      if (status >= 200 && status < 300) {
+        resolve(res);
+        return;
+      }
+      readSmall(res).then((text) => reject(remoteError(url, status, text)), (e: unknown) => reject(networkError(url, e, init.signal)));
+    });
+    if (init.body === undefined) req.end();
+    else if (Buffer.isBuffer(init.body)) {
+      conn.sent += init.body.length;
+      req.end(init.body);
+    } else {
+      const write = (chunk: Buffer): Promise<void> => new Promise((res, rej) => {
+        conn.sent += chunk.length;
+        req.write(chunk, (e) => (e ? rej(e) : res()));
+      });
+      init.body(write).then(() => req.end(), (e: unknown) => req.destroy(e instanceof Error ? e : new Error(String(e))));
+    }
+  });
+}
+
+export async function sendJson<T>(conn: Connection, init: Omit<RequestInit, 'body'> & { json?: unknown }): Promise<T> {
+  const body = init.json === undefined ? undefined : Buffer.from(JSON.stringify(init.json));
+  const res = await send(conn, {
+    ...init,
+    ...(body !== undefined ? { body, headers: { ...init.headers, 'content-type': 'application/json' } } : {}),
+  });
+  const text = await readSmall(res, 64 * 1024 * 1024);
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new TransferError('XFER_ERR_PROTOCOL', `${init.method} ${init.path}: the server's answer is not JSON`, { path: init.path });
+  }
+}
+
+async function readSmall(res: IncomingMessage, limit = 256 * 1024): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of res as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > limit) {
+      res.destroy();
+      throw new TransferError('XFER_ERR_PROTOCOL', `answer larger than ${limit} bytes`);
+    }
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function remoteError(url: URL, status: number, text: string): TransferError {
+  let code: string | undefined;
+  let message = text.slice(0, 300);
+  let data: unknown;
+  try {
+    const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown; data?: unknown } };
+    if (typeof body.error?.code === 'string') code = body.error.code;
+    if (typeof body.error?.message === 'string') message = body.error.message;
+    data = body.error?.data;
+  } catch {
+    // not JSON: keep the text
+  }
+  return new TransferError('XFER_ERR_REMOTE', `${url.pathname}: ${status} ${code ?? ''} ${message}`.replace(/\s+/g, ' ').trim(), { status, code, remoteData: data });
+}
+
+function networkError(url: URL, e: unknown, signal: AbortSignal | undefined): TransferError {
+  if (signal?.aborted === true) return new TransferError('XFER_ERR_ABORTED', 'transfer aborted', {}, { cause: signal.reason });
+  if (e instanceof TransferError) return e;
+  const err = e as NodeJS.ErrnoException;
+  return new TransferError('XFER_ERR_NETWORK', `${url.origin}${url.pathname}: ${err.code ?? ''} ${err.message}`.trim(), { url: url.origin + url.pathname, errno: err.code }, { cause: e });
+}
+
+/** Errors worth retrying: the connection, a truncated or garbled stream, a bad piece, a server hiccup. */
+export function isRetryable(e: unknown): boolean {
+  if (!(e instanceof TransferError)) return false;
+  if (e.code === 'XFER_ERR_NETWORK' || e.code === 'XFER_ERR_PROTOCOL' || e.code === 'XFER_ERR_PIECE_HASH') return true;
+  if (e.code === 'XFER_ERR_REMOTE') {
+    const status = e.data['status'];
+    return typeof status === 'number' && (status >= 500 || status === 429);
+  }
+  return false;
+}

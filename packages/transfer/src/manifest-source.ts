@@ -1,0 +1,67 @@
+/**
+ * Computing an object's manifest (one sequential read, BLAKE3 per piece) and caching it next to the store:
+ * objects never change, so a manifest is computed once per (object, piece size). The cache is only a cache:
+ * a cached file that does not parse, or disagrees with the object's size, is recomputed.
+ */
+import { mkdir, open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+import { forEachPiece } from './file-reader.ts';
+import { pieceHash } from './hash.ts';
+import { DEFAULT_PIECE_SIZE, type Manifest, type ObjectKind, parseManifest, pieceCount } from './manifest.ts';
+
+export interface ObjectMeta {
+  readonly id: string;
+  readonly kind: ObjectKind;
+  readonly parent: string | null;
+  readonly virtualSize: number;
+}
+
+export async function computeManifest(path: string, meta: ObjectMeta, pieceSize = DEFAULT_PIECE_SIZE, signal?: AbortSignal): Promise<Manifest> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    const n = pieceCount(size, pieceSize);
+    const pieces: string[] = new Array<string>(n);
+    await forEachPiece(fh, { size, pieceSize }, Array.from({ length: n }, (_, i) => i), (i, data) => { pieces[i] = pieceHash(data); }, { signal });
+    return parseManifest({ version: 1, id: meta.id, kind: meta.kind, parent: meta.parent, size, virtualSize: meta.virtualSize, pieceSize, hash: 'blake3', pieces });
+  } finally {
+    await fh.close();
+  }
+}
+
+export class ManifestCache {
+  readonly #inflight = new Map<string, Promise<Manifest>>();
+  constructor(readonly dir: string) {}
+
+  /** The manifest of the object file at `path` (computing and caching it on first use). */
+  async get(path: string, meta: ObjectMeta & { size: number }, pieceSize = DEFAULT_PIECE_SIZE): Promise<Manifest> {
+    const key = `${meta.id}-${pieceSize}`;
+    const running = this.#inflight.get(key);
+    if (running !== undefined) return running;
+    const p = this.#load(path, meta, pieceSize, key).finally(() => this.#inflight.delete(key));
+    this.#inflight.set(key, p);
+    return p;
+  }
+
+  async #load(path: string, meta: ObjectMeta & { size: number }, pieceSize: number, key: string): Promise<Manifest> {
+    const file = join(this.dir, `${key}.json`);
+    try {
+      const cached = parseManifest(JSON.parse(await readFile(file, 'utf8')), { id: meta.id, kind: meta.kind, parent: meta.parent, size: meta.size });
+      if (cached.pieceSize === pieceSize) return cached;
+    } catch {
+      // Missing or unusable: compute it again.
+    }
+    const m = await computeManifest(path, meta, pieceSize);
+    await mkdir(this.dir, { recursive: true });
+    const tmp = join(this.dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    try {
+      await writeFile(tmp, JSON.stringify(m));
+      await rename(tmp, file);
+    } catch {
+      await unlink(tmp).catch(() => undefined);
+    }
+    return m;
+  }
+}

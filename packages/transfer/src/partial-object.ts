@@ -1,0 +1,192 @@
+/**
+ * An object being received piece by piece, in its own directory under the store's incoming/:
+ *
+ *   manifest.json   the manifest the pieces are checked against
+ *   object.qcow2    the file, written at each piece's offset (sparse until complete)
+ *   journal         4-byte piece indices appended as pieces are verified and written
+ *
+ * The journal is a hint, never trusted: on open every listed piece is read back and re-hashed, so a crash
+ * (torn journal entry, data not yet on disk) costs at most a re-fetch, never a wrong byte. Used for downloads
+ * on a device and for uploads on the server (where the manifest came from the uploader and is checked only
+ * as a promise about the bytes; the store re-hashes and checks the finished object).
+ */
+import { constants, type FileHandle, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { TransferError } from './errors.ts';
+import { forEachPiece } from './file-reader.ts';
+import { pieceHash } from './hash.ts';
+import { type Manifest, parseManifest, pieceRange } from './manifest.ts';
+
+export class PartialObject {
+  readonly #verified: Uint8Array;
+  #verifiedCount = 0;
+  #verifiedBytes = 0;
+  #prefix = 0;
+  #data: FileHandle | null;
+  #journal: FileHandle | null;
+  /** Pieces found valid from an earlier attempt when this was opened. */
+  readonly recoveredPieces: number;
+
+  private constructor(readonly dir: string, readonly manifest: Manifest, data: FileHandle, journal: FileHandle, verified: Uint8Array, recovered: number) {
+    this.#data = data;
+    this.#journal = journal;
+    this.#verified = verified;
+    for (let i = 0; i < verified.length; i++) if (verified[i] === 1) this.#count(i);
+    this.recoveredPieces = recovered;
+  }
+
+  get path(): string {
+    return join(this.dir, 'object.qcow2');
+  }
+
+  /**
+   * Opens (or creates) the partial object in `dir`. A directory holding a different manifest (another piece
+   * size, or another claim about the object) is reset: pieces verified against another manifest prove nothing.
+   */
+  static async open(dir: string, manifest: Manifest): Promise<PartialObject> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const manifestFile = join(dir, 'manifest.json');
+    const encoded = JSON.stringify(manifest);
+    let same = false;
+    try {
+      same = (await readFile(manifestFile, 'utf8')) === encoded;
+    } catch {
+      same = false;
+    }
+    if (!same) {
+      await rm(join(dir, 'journal'), { force: true });
+      await rm(join(dir, 'object.qcow2'), { force: true });
+      await writeFile(manifestFile, encoded, { mode: 0o600 });
+    }
+    const data = await open(join(dir, 'object.qcow2'), constants.O_RDWR | constants.O_CREAT, 0o600);
+    const journal = await open(join(dir, 'journal'), constants.O_RDWR | constants.O_CREAT | constants.O_APPEND, 0o600);
+    try {
+      if ((await data.stat()).size !== manifest.size) await data.truncate(manifest.size);
+      const verified = new Uint8Array(manifest.pieces.length);
+      const listed = await readJournal(journal, manifest.pieces.length);
+      let recovered = 0;
+      await forEachPiece(data, manifest, listed, (i, bytes) => {
+        if (pieceHash(bytes) === manifest.pieces[i]) {
+          verified[i] = 1;
+          recovered++;
+        }
+      });
+      return new PartialObject(dir, manifest, data, journal, verified, recovered);
+    } catch (e) {
+      await data.close();
+      await journal.close();
+      throw e;
+    }
+  }
+
+  /** Reads the manifest a partial object in `dir` was opened with (server uploads resume from it). */
+  static async readManifest(dir: string): Promise<Manifest | null> {
+    try {
+      return parseManifest(JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')));
+    } catch {
+      return null;
+    }
+  }
+
+  get complete(): boolean {
+    return this.#verifiedCount === this.manifest.pieces.length;
+  }
+  get verifiedPieces(): number {
+    return this.#verifiedCount;
+  }
+  get verifiedBytes(): number {
+    return this.#verifiedBytes;
+  }
+  /** Bytes from offset 0 that are all verified (the object hasher may read up to here). */
+  get verifiedPrefixBytes(): number {
+    return Math.min(this.manifest.size, this.#prefix * this.manifest.pieceSize);
+  }
+  isVerified(index: number): boolean {
+    return this.#verified[index] === 1;
+  }
+  missing(): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < this.#verified.length; i++) if (this.#verified[i] !== 1) out.push(i);
+    return out;
+  }
+
+  /**
+   * Checks a piece against the manifest and writes it. Returns false (and writes nothing) for a piece already
+   * held. A piece with the wrong length or hash is refused with XFER_ERR_PIECE_HASH; nothing is written.
+   */
+  async accept(index: number, bytes: Buffer): Promise<boolean> {
+    const m = this.manifest;
+    if (!Number.isSafeInteger(index) || index < 0 || index >= m.pieces.length) {
+      throw new TransferError('XFER_ERR_PROTOCOL', `piece index ${index} is outside 0…${m.pieces.length - 1}`, { index });
+    }
+    if (this.#verified[index] === 1) return false;
+    const { offset, length } = pieceRange(m, index);
+    if (bytes.length !== length) {
+      throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${index} has ${bytes.length} bytes, the manifest says ${length}`, { index, expected: length, actual: bytes.length });
+    }
+    const actual = pieceHash(bytes);
+    if (actual !== m.pieces[index]) {
+      throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${index} of ${m.id} does not match its hash`, { index, id: m.id, expected: m.pieces[index], actual });
+    }
+    const data = this.#open(this.#data);
+    let written = 0;
+    while (written < length) {
+      const { bytesWritten } = await data.write(bytes, written, length - written, offset + written);
+      written += bytesWritten;
+    }
+    if (this.#verified[index] === 1) return false; // a concurrent duplicate won the race; same bytes either way
+    const entry = Buffer.alloc(4);
+    entry.writeUInt32LE(index);
+    await this.#open(this.#journal).write(entry);
+    this.#verified[index] = 1;
+    this.#count(index);
+    return true;
+  }
+
+  /** fsync and close; the data file is then complete at `path` (every piece verified). */
+  async finish(): Promise<string> {
+    if (!this.complete) throw new TransferError('XFER_ERR_UPLOAD', `${this.manifest.pieces.length - this.#verifiedCount} pieces are still missing`, { missing: this.manifest.pieces.length - this.#verifiedCount });
+    const data = this.#open(this.#data);
+    await data.sync();
+    await this.close();
+    return this.path;
+  }
+
+  async close(): Promise<void> {
+    const d = this.#data;
+    const j = this.#journal;
+    this.#data = null;
+    this.#journal = null;
+    await d?.close();
+    await j?.close();
+  }
+
+  /** Closes and deletes everything (after publishing, or when the transfer is abandoned). */
+  async discard(): Promise<void> {
+    await this.close();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  #count(index: number): void {
+    this.#verifiedCount++;
+    this.#verifiedBytes += pieceRange(this.manifest, index).length;
+    while (this.#prefix < this.#verified.length && this.#verified[this.#prefix] === 1) this.#prefix++;
+  }
+
+  #open(fh: FileHandle | null): FileHandle {
+    if (fh === null) throw new TransferError('XFER_ERR_ABORTED', 'the partial object is closed');
+    return fh;
+  }
+}
+
+async function readJournal(fh: FileHandle, pieces: number): Promise<number[]> {
+  const buf = await fh.readFile();
+  const out = new Set<number>();
+  // A torn last entry (crash mid-append) is shorter than 4 bytes and ignored.
+  for (let pos = 0; pos + 4 <= buf.length; pos += 4) {
+    const i = buf.readUInt32LE(pos);
+    if (i < pieces) out.add(i);
+  }
+  return [...out].sort((a, b) => a - b);
+}

@@ -1,0 +1,36 @@
+/**
+ * Writes pieces of a local file as a frame stream: positional reads ahead of the writer into reused buffers,
+ * optional per-piece zstd. Used by the server for downloads and by the device for uploads. `write` must
+ * resolve only once the chunk was handed to the socket, because buffers are reused afterwards.
+ */
+import type { FileHandle } from 'node:fs/promises';
+
+import { compressedBound, PieceCodec } from './codec.ts';
+import { forEachPiece } from './file-reader.ts';
+import { encodeFrameHeader } from './frames.ts';
+import type { Manifest } from './manifest.ts';
+
+export interface SendStats {
+  pieces: number;
+  rawBytes: number;
+  wireBytes: number;
+}
+
+export async function sendPieces(
+  fh: FileHandle, m: Pick<Manifest, 'size' | 'pieceSize'>, indices: readonly number[], compress: boolean,
+  write: (chunk: Buffer) => Promise<void>, signal?: AbortSignal,
+): Promise<SendStats> {
+  const codec = compress ? new PieceCodec() : null;
+  const out = compress ? Buffer.allocUnsafeSlow(compressedBound(m.pieceSize)) : null;
+  const stats: SendStats = { pieces: 0, rawBytes: 0, wireBytes: 0 };
+  await forEachPiece(fh, m, indices, async (index, data) => {
+    const { encoding, payload } = codec !== null && out !== null ? codec.encode(data, out) : { encoding: 0 as const, payload: data };
+    const header = encodeFrameHeader({ index, encoding, payloadLength: payload.length, rawLength: data.length });
+    await write(header);
+    await write(payload);
+    stats.pieces++;
+    stats.rawBytes += data.length;
+    stats.wireBytes += header.length + payload.length;
+  }, { signal });
+  return stats;
+}

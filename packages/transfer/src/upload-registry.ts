@@ -1,0 +1,159 @@
+/**
+ * The server half of uploads. State lives on the server, in the store's incoming/ directory (one
+ * PartialObject per upload), so it survives restarts and is never taken on the client's word:
+ *  - begin() validates the uploader's manifest (a promise about the bytes, bounded in size) and returns which
+ *    pieces are still missing — after re-verifying whatever an earlier attempt left;
+ *  - receive() checks every piece of a frame stream against that manifest before writing it;
+ *  - complete() hands the file to the store, which re-hashes it (the id must match), checks the qcow2 header
+ *    in TypeScript and runs `qemu-img check` under limits before publishing (store/adopt.ts).
+ * An upload id is derived from (owner, object, piece size): a client that lost everything resumes by calling
+ * begin() again, and another user can neither see nor feed it.
+ */
+import { createHash } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import type { ObjectInfo, Store } from '@roamdesk/store';
+
+import { PieceCodec } from './codec.ts';
+import { TransferError } from './errors.ts';
+import { BufferPool, readFrames } from './frames.ts';
+import { type Manifest, parseManifest } from './manifest.ts';
+import { PartialObject } from './partial-object.ts';
+import { toRanges, type UploadState } from './protocol.ts';
+
+const UPLOAD_ID = /^[0-9a-f]{32}$/;
+
+export interface UploadLimits {
+  /** The largest file accepted for this manifest (the caller knows the parent's virtual size). */
+  readonly maxBytes: number;
+}
+
+interface Open {
+  readonly owner: string;
+  readonly partial: PartialObject;
+}
+
+export class UploadRegistry {
+  readonly #open = new Map<string, Promise<Open>>();
+
+  constructor(private readonly store: Store) {}
+
+  static uploadId(owner: string, m: Pick<Manifest, 'id' | 'pieceSize'>): string {
+    return createHash('sha256').update(`${owner}\0${m.id}\0${m.pieceSize}`).digest('hex').slice(0, 32);
+  }
+
+  /** Starts or resumes the upload of `manifestValue` (untrusted) by `owner`. */
+  async begin(owner: string, manifestValue: unknown, limits: UploadLimits): Promise<UploadState> {
+    const m = parseManifest(manifestValue);
+    if (m.size > limits.maxBytes) {
+      throw new TransferError('XFER_ERR_UPLOAD', `the object is ${m.size} bytes; at most ${limits.maxBytes} are accepted here`, { size: m.size, max: limits.maxBytes });
+    }
+    if (await this.store.has(m.id)) return { uploadId: null, id: m.id, complete: true, piecesTotal: m.pieces.length, piecesVerified: m.pieces.length, missing: [] };
+    const uploadId = UploadRegistry.uploadId(owner, m);
+    const dir = this.#dir(uploadId);
+    const existing = this.#open.get(uploadId);
+    if (existing !== undefined) {
+      const o = await existing;
+      if (JSON.stringify(o.partial.manifest) !== JSON.stringify(m)) {
+        await this.abandon(owner, uploadId);
+      } else {
+        return stateOf(uploadId, o.partial);
+      }
+    }
+    const opening = (async (): Promise<Open> => {
+      const partial = await PartialObject.open(dir, m);
+      await writeFile(join(dir, 'owner'), owner, { mode: 0o600 });
+      return { owner, partial };
+    })();
+    this.#open.set(uploadId, opening);
+    opening.catch(() => this.#open.delete(uploadId));
+    return stateOf(uploadId, (await opening).partial);
+  }
+
+  async state(owner: string, uploadId: string): Promise<UploadState> {
+    const o = await this.#get(owner, uploadId);
+    return stateOf(uploadId, o.partial);
+  }
+
+  /** Reads a frame stream; every piece is verified before it is written. */
+  async receive(owner: string, uploadId: string, body: AsyncIterable<Buffer>): Promise<UploadState> {
+    const o = await this.#get(owner, uploadId);
+    const m = o.partial.manifest;
+    const pool = new BufferPool(m.pieceSize, 2);
+    const codec = new PieceCodec();
+    const decoded = Buffer.allocUnsafeSlow(m.pieceSize);
+    for await (const frame of readFrames(body, pool)) {
+      try {
+        await o.partial.accept(frame.index, codec.decode(frame.encoding, frame.payload, frame.rawLength, decoded));
+      } finally {
+        frame.release();
+      }
+    }
+    return stateOf(uploadId, o.partial);
+  }
+
+  /** Publishes the finished upload into the store (re-hashed and checked there). */
+  async complete(owner: string, uploadId: string): Promise<ObjectInfo> {
+    const o = await this.#get(owner, uploadId);
+    const m = o.partial.manifest;
+    if (!o.partial.complete) {
+      throw new TransferError('XFER_ERR_UPLOAD', `${m.pieces.length - o.partial.verifiedPieces} of ${m.pieces.length} pieces are still missing`, { missing: toRanges(o.partial.missing()) });
+    }
+    this.#open.delete(uploadId);
+    const path = await o.partial.finish();
+    try {
+      const info = await this.store.adopt(path, { id: m.id, kind: m.kind, parent: m.parent });
+      await o.partial.discard();
+      return info;
+    } catch (e) {
+      // The bytes matched every piece hash yet failed the store's checks: the uploader lied or the object is
+      // unacceptable. Nothing of it is kept; a retry starts clean.
+      await o.partial.discard();
+      throw e;
+    }
+  }
+
+  async abandon(owner: string, uploadId: string): Promise<void> {
+    const o = await this.#get(owner, uploadId);
+    this.#open.delete(uploadId);
+    await o.partial.discard();
+  }
+
+  /** Closes open files (server shutdown); state stays on disk for the next start. */
+  async close(): Promise<void> {
+    const all = [...this.#open.values()];
+    this.#open.clear();
+    for (const p of all) await p.then((o) => o.partial.close(), () => undefined);
+  }
+
+  #dir(uploadId: string): string {
+    return join(this.store.incomingDir, `up-${uploadId}`);
+  }
+
+  async #get(owner: string, uploadId: string): Promise<Open> {
+    const notFound = new TransferError('XFER_ERR_UPLOAD', `no upload ${uploadId.slice(0, 40)} of yours is in progress`, { uploadId: uploadId.slice(0, 40), notFound: true });
+    if (!UPLOAD_ID.test(uploadId)) throw notFound;
+    let opening = this.#open.get(uploadId);
+    if (opening === undefined) {
+      // After a server restart: reopen from disk (re-verifying the journal).
+      const dir = this.#dir(uploadId);
+      const owned = await readFile(join(dir, 'owner'), 'utf8').catch(() => null);
+      const m = await PartialObject.readManifest(dir);
+      if (owned !== owner || m === null) throw notFound;
+      opening = PartialObject.open(dir, m).then((partial) => ({ owner, partial }));
+      this.#open.set(uploadId, opening);
+      opening.catch(() => this.#open.delete(uploadId));
+    }
+    const o = await opening;
+    if (o.owner !== owner) throw notFound;
+    return o;
+  }
+}
+
+function stateOf(uploadId: string, p: PartialObject): UploadState {
+  return {
+    uploadId, id: p.manifest.id, complete: p.complete, piecesTotal: p.manifest.pieces.length,
+    piecesVerified: p.verifiedPieces, missing: toRanges(p.missing()),
+  };
+}

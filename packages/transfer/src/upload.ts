@@ -1,0 +1,193 @@
+/**
+ * Uploads objects from a local store to a Roamdesk server (replicate, check-in, publishing). The server
+ * holds the upload's state: which pieces it has verified. The client asks, sends only what is missing,
+ * several batches in flight, and never decides on its own that a piece arrived. The server re-hashes and
+ * checks the finished object before it exists there (store.adopt).
+ */
+import { open } from 'node:fs/promises';
+
+import type { Store } from '@roamdesk/store';
+
+import { CompressionController } from './adaptive.ts';
+import { backoff, BatchQueue, planBatches } from './batches.ts';
+import { DEFAULT_BATCH_BYTES, DEFAULT_IN_FLIGHT, DEFAULT_MAX_ATTEMPTS, type TransferTuning } from './download.ts';
+import { abortedError, TransferError } from './errors.ts';
+import { forEachPiece } from './file-reader.ts';
+import { connect, type Connection, isRetryable, type Remote, send, sendJson } from './http.ts';
+import { DEFAULT_PIECE_SIZE, type Manifest, pieceRange } from './manifest.ts';
+import { computeManifest, type ManifestCache } from './manifest-source.ts';
+import { ProgressTracker, type TransferProgressCallback } from './progress.ts';
+import { fromRanges, type ObjectDescription, PIECES_CONTENT_TYPE, type UploadState } from './protocol.ts';
+import type { ObjectReport, TransferReport } from './report.ts';
+import { sendPieces } from './sender.ts';
+
+export interface UploadOptions extends TransferTuning {
+  readonly store: Store;
+  readonly remote: Remote;
+  /** Bottom first: the server accepts a layer only once it holds the parent. */
+  readonly objects: readonly ObjectDescription[];
+  readonly manifests?: ManifestCache;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: TransferProgressCallback;
+}
+
+interface Run {
+  readonly opts: UploadOptions;
+  readonly conn: Connection;
+  readonly progress: ProgressTracker;
+  readonly controller: CompressionController;
+  readonly signal: AbortSignal;
+  piecesRetried: number;
+  bytesTransferred: number;
+}
+
+export async function uploadObjects(opts: UploadOptions): Promise<TransferReport> {
+  const t0 = performance.now();
+  const conn = connect(opts.remote, opts.inFlight ?? DEFAULT_IN_FLIGHT);
+  const total = opts.objects.reduce((n, o) => n + o.size, 0);
+  const run: Run = {
+    opts, conn,
+    progress: new ProgressTracker('upload', total, opts.objects.length, opts.onProgress),
+    controller: new CompressionController(opts.compression ?? 'auto'),
+    signal: opts.signal ?? new AbortController().signal,
+    piecesRetried: 0,
+    bytesTransferred: 0,
+  };
+  const reports: ObjectReport[] = [];
+  try {
+    for (const [i, desc] of opts.objects.entries()) {
+      run.progress.objectIndex = i;
+      run.progress.objectId = desc.id;
+      reports.push(await uploadOne(run, desc));
+    }
+  } finally {
+    conn.agent.destroy();
+  }
+  run.progress.phase = 'done';
+  run.progress.emit(true);
+  return {
+    direction: 'upload', objects: reports, bytesTotal: total, bytesTransferred: run.bytesTransferred,
+    bytesOnWire: run.progress.bytesOnWire, bytesSaved: run.progress.bytesSaved, piecesRetried: run.piecesRetried,
+    seconds: (performance.now() - t0) / 1000, compression: run.controller.compress, compressionReason: run.controller.reason,
+  };
+}
+
+async function uploadOne(run: Run, desc: ObjectDescription): Promise<ObjectReport> {
+  const { store } = run.opts;
+  const p = run.progress;
+  p.phase = 'planning';
+  p.emit(true);
+  const path = store.objectPath(desc.id);
+  const pieceSize = run.opts.pieceSize ?? DEFAULT_PIECE_SIZE;
+  const manifest = run.opts.manifests !== undefined
+    ? await run.opts.manifests.get(path, desc, pieceSize)
+    : await computeManifest(path, desc, pieceSize, run.signal);
+  let state = await sendJson<UploadState>(run.conn, { method: 'POST', path: '/uploads', json: { manifest }, signal: run.signal });
+  if (state.uploadId === null || state.complete) {
+    p.bytesDone += desc.size;
+    p.bytesSaved += desc.size;
+    p.emit();
+    if (state.uploadId !== null) await complete(run, state.uploadId);
+    return { id: desc.id, kind: desc.kind, size: desc.size, action: 'present', piecesTotal: manifest.pieces.length, piecesSent: 0, piecesResumed: manifest.pieces.length, piecesSeeded: 0 };
+  }
+  const uploadId = state.uploadId;
+  const missing = fromRanges(state.missing);
+  const resumedPieces = manifest.pieces.length - missing.length;
+  const resumedBytes = desc.size - missing.reduce((n, i) => n + pieceRange(manifest, i).length, 0);
+  p.bytesDone += resumedBytes;
+  p.bytesSaved += resumedBytes;
+  p.phase = 'transferring';
+  p.emit(true);
+
+  const fh = await open(path, 'r');
+  try {
+    state = await sendMissing(run, manifest, uploadId, missing, fh);
+  } finally {
+    await fh.close();
+  }
+  p.phase = 'verifying';
+  p.emit(true);
+  await complete(run, uploadId);
+  return {
+    id: desc.id, kind: desc.kind, size: desc.size, action: 'transferred', piecesTotal: manifest.pieces.length,
+    piecesSent: missing.length, piecesResumed: resumedPieces, piecesSeeded: 0,
+  };
+}
+
+async function complete(run: Run, uploadId: string): Promise<void> {
+  await sendJson<unknown>(run.conn, { method: 'POST', path: `/uploads/${uploadId}/complete`, json: {}, signal: run.signal });
+}
+
+async function sendMissing(
+  run: Run, m: Manifest, uploadId: string, missing: number[], fh: Awaited<ReturnType<typeof open>>,
+): Promise<UploadState> {
+  const maxPieces = Math.max(1, Math.floor((run.opts.batchBytes ?? DEFAULT_BATCH_BYTES) / m.pieceSize));
+  const queue = new BatchQueue(planBatches(missing, maxPieces), maxPieces, run.opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
+  const p = run.progress;
+  let last: UploadState | null = null;
+  let retrying = false;
+  const worker = async (): Promise<void> => {
+    for (let b = await queue.next(); b !== null; b = await queue.next()) {
+      let indices = Array.from({ length: b.count }, (_, k) => b.first + k);
+      let error: unknown = null;
+      try {
+        if (retrying) {
+          // After a failure, ask the server what it really holds: nothing verified is sent twice.
+          const s = await sendJson<UploadState>(run.conn, { method: 'GET', path: `/uploads/${uploadId}`, signal: run.signal });
+          const still = new Set(fromRanges(s.missing));
+          indices = indices.filter((i) => still.has(i));
+        }
+        if (indices.length > 0) {
+          // A sample for the compression decision, from the data itself.
+          if (!run.controller.compress) {
+            await forEachPiece(fh, m, [indices[0]!], (_i, d) => { run.controller.sample(d); });
+          }
+          const compress = run.controller.compress;
+          p.compression = compress;
+          let wire = 0;
+          const res = await send(run.conn, {
+            method: 'PUT', path: `/uploads/${uploadId}/pieces`, headers: { 'content-type': PIECES_CONTENT_TYPE }, signal: run.signal,
+            body: async (write) => {
+              await sendPieces(fh, m, indices, compress, async (chunk) => {
+                wire += chunk.length;
+                p.bytesOnWire += chunk.length;
+                await write(chunk);
+              }, run.signal);
+            },
+          });
+          const text = await readAll(res);
+          last = JSON.parse(text) as UploadState;
+          if (!compress) run.controller.record(wire);
+          const sent = indices.reduce((n, i) => n + pieceRange(m, i).length, 0);
+          run.bytesTransferred += sent;
+          p.bytesDone += sent;
+          p.emit();
+        }
+        queue.settle([]);
+      } catch (e) {
+        error = e;
+        const worst = queue.settle(indices);
+        if (run.signal.aborted) queue.fail(abortedError(run.signal));
+        else if (!isRetryable(error) || worst >= queue.maxAttempts) queue.fail(error);
+        else {
+          retrying = true;
+          run.piecesRetried += indices.length;
+          await backoff(worst, run.signal);
+        }
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: run.opts.inFlight ?? DEFAULT_IN_FLIGHT }, worker));
+  if (queue.failure !== null) throw queue.failure;
+  const final = await sendJson<UploadState>(run.conn, { method: 'GET', path: `/uploads/${uploadId}`, signal: run.signal });
+  if (!final.complete) {
+    throw new TransferError('XFER_ERR_UPLOAD', `the server still misses ${fromRanges(final.missing).length} pieces of ${m.id}`, { id: m.id });
+  }
+  return last ?? final;
+}
+
+async function readAll(res: AsyncIterable<Buffer>): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c);
+  return Buffer.concat(chunks).toString('utf8');
+}

@@ -1,0 +1,80 @@
+// PartialObject: pieces verified before they count, resume re-verifies from disk, a torn journal is harmless.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { appendFile, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { TransferError } from '../src/errors.ts';
+import { pieceHash } from '../src/hash.ts';
+import { type Manifest, parseManifest } from '../src/manifest.ts';
+import { PartialObject } from '../src/partial-object.ts';
+
+const PIECE = 65536;
+
+describe('PartialObject', () => {
+  let root = '';
+  const data = randomBytes(PIECE * 5 + 123);
+  const piece = (i: number) => data.subarray(i * PIECE, Math.min(data.length, (i + 1) * PIECE));
+  const manifest: Manifest = parseManifest({
+    version: 1, id: 'e'.repeat(64), kind: 'image', parent: null, size: data.length, virtualSize: data.length, pieceSize: PIECE, hash: 'blake3',
+    pieces: Array.from({ length: 6 }, (_, i) => pieceHash(piece(i))),
+  });
+
+  before(async () => { root = await mkdtemp(join(tmpdir(), 'roamdesk-partial-')); });
+  after(async () => { await rm(root, { recursive: true, force: true }); });
+
+  it('writes only pieces that match their hash, and assembles the exact file', async () => {
+    const dir = join(root, 'a');
+    const p = await PartialObject.open(dir, manifest);
+    const wrong = Buffer.from(piece(2));
+    wrong[100] = wrong[100]! ^ 1;
+    await assert.rejects(p.accept(2, wrong), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_PIECE_HASH');
+    await assert.rejects(p.accept(5, piece(4)), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_PIECE_HASH');
+    await assert.rejects(p.accept(6, piece(0)), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_PROTOCOL');
+    assert.equal(p.verifiedPieces, 0);
+    for (const i of [3, 0, 5, 1, 4, 2]) assert.equal(await p.accept(i, piece(i)), true);
+    assert.equal(await p.accept(3, piece(3)), false, 'a duplicate is ignored');
+    assert.equal(p.complete, true);
+    assert.equal(p.verifiedPrefixBytes, data.length);
+    const path = await p.finish();
+    assert.ok((await readFile(path)).equals(data));
+  });
+
+  it('resumes from the journal, re-hashing what is on disk (a lost write is fetched again)', async () => {
+    const dir = join(root, 'b');
+    const p = await PartialObject.open(dir, manifest);
+    for (const i of [0, 1, 2, 4]) await p.accept(i, piece(i));
+    await p.close();
+    // Simulate a crash that lost piece 1's data after its journal entry was written, plus a torn entry.
+    const fh = await open(join(dir, 'object.qcow2'), 'r+');
+    await fh.write(Buffer.alloc(PIECE), 0, PIECE, PIECE);
+    await fh.close();
+    await appendFile(join(dir, 'journal'), Buffer.from([3, 0]));
+    const again = await PartialObject.open(dir, manifest);
+    assert.equal(again.recoveredPieces, 3);
+    assert.deepEqual(again.missing(), [1, 3, 5]);
+    assert.equal(again.verifiedPrefixBytes, PIECE);
+    await again.close();
+  });
+
+  it('starts over when the directory holds another manifest', async () => {
+    const dir = join(root, 'c');
+    const p = await PartialObject.open(dir, manifest);
+    await p.accept(0, piece(0));
+    await p.close();
+    const other = parseManifest({ ...manifest, pieceSize: PIECE * 2, pieces: Array.from({ length: 3 }, () => 'f'.repeat(64)) });
+    const q = await PartialObject.open(dir, other);
+    assert.equal(q.verifiedPieces, 0);
+    await q.discard();
+    await assert.rejects(readFile(join(dir, 'manifest.json')));
+  });
+
+  it('refuses to finish while pieces are missing', async () => {
+    const p = await PartialObject.open(join(root, 'd'), manifest);
+    await assert.rejects(p.finish(), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_UPLOAD');
+    await p.discard();
+    await writeFile(join(root, 'unused'), '');
+  });
+});

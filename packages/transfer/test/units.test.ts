@@ -1,0 +1,194 @@
+// Pure parts of the transfer engine: manifests, frames, batches, the compression decision, the zstd codec.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+
+import fc from 'fast-check';
+
+import { CompressionController } from '../src/adaptive.ts';
+import { BatchQueue, planBatches } from '../src/batches.ts';
+import { compressedBound, PieceCodec } from '../src/codec.ts';
+import { TransferError } from '../src/errors.ts';
+import { BufferPool, encodeFrameHeader, ENCODING_RAW, ENCODING_ZSTD, FRAME_HEADER_BYTES, readFrames } from '../src/frames.ts';
+import { pieceHash } from '../src/hash.ts';
+import { parseManifest, pieceRange } from '../src/manifest.ts';
+import { fromRanges, toRanges } from '../src/protocol.ts';
+
+const H = 'a'.repeat(64);
+const valid = { version: 1, id: 'b'.repeat(64), kind: 'layer', parent: 'c'.repeat(64), size: 5 * 65536 + 1, virtualSize: 1 << 30, pieceSize: 65536, hash: 'blake3', pieces: Array<string>(6).fill(H) };
+
+function code(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    assert.ok(e instanceof TransferError, `expected a TransferError, got ${String(e)}`);
+    return e.code;
+  }
+  return 'no error';
+}
+
+async function collect(chunks: Buffer[], pieceSize = 65536): Promise<Array<{ index: number; payload: string }>> {
+  const out: Array<{ index: number; payload: string }> = [];
+  for await (const f of readFrames(chunks, new BufferPool(pieceSize))) {
+    out.push({ index: f.index, payload: f.payload.toString('hex') });
+    f.release();
+  }
+  return out;
+}
+
+describe('parseManifest', () => {
+  it('accepts a consistent manifest and computes piece ranges', () => {
+    const m = parseManifest(valid);
+    assert.deepEqual(pieceRange(m, 5), { index: 5, offset: 5 * 65536, length: 1 });
+  });
+  const lies: Array<[string, Record<string, unknown>]> = [
+    ['one piece hash too few', { pieces: Array<string>(5).fill(H) }],
+    ['one piece hash too many', { pieces: Array<string>(7).fill(H) }],
+    ['a size that disagrees with the pieces', { size: 10 * 65536 }],
+    ['size 0', { size: 0, pieces: [] }],
+    ['a negative size', { size: -1 }],
+    ['a size beyond 2^50', { size: 2 ** 51 }],
+    ['a piece size that is not a power of two', { pieceSize: 65537 }],
+    ['a piece size above 16 MiB', { pieceSize: 32 * 1024 * 1024, pieces: [H] }],
+    ['a path-like id', { id: '../../etc/passwd' }],
+    ['upper-case hex', { id: 'B'.repeat(64) }],
+    ['a layer without parent', { parent: null }],
+    ['an image with a parent', { kind: 'image' }],
+    ['another hash', { hash: 'md5' }],
+    ['a non-hex piece hash', { pieces: [...Array<string>(5).fill(H), 'z'.repeat(64)] }],
+    ['another version', { version: 2 }],
+  ];
+  for (const [what, patch] of lies) {
+    it(`refuses ${what}`, () => assert.equal(code(() => parseManifest({ ...valid, ...patch })), 'XFER_ERR_MANIFEST'));
+  }
+  it('refuses a manifest that contradicts what the caller knows', () => {
+    assert.equal(code(() => parseManifest(valid, { size: valid.size + 1 })), 'XFER_ERR_MANIFEST');
+    assert.equal(code(() => parseManifest(valid, { id: 'd'.repeat(64) })), 'XFER_ERR_MANIFEST');
+  });
+  it('never throws anything but XFER_ERR_MANIFEST on arbitrary JSON', () => {
+    fc.assert(fc.property(fc.jsonValue(), (v) => {
+      const c = code(() => parseManifest(v));
+      assert.ok(c === 'XFER_ERR_MANIFEST');
+    }));
+  });
+});
+
+describe('frames', () => {
+  const pieces = [randomBytes(1000), randomBytes(65536), randomBytes(1)];
+  const stream = Buffer.concat(pieces.flatMap((p, i) => [encodeFrameHeader({ index: i + 7, encoding: ENCODING_RAW, payloadLength: p.length, rawLength: p.length }), p]));
+
+  it('decodes the same frames however the stream is cut into chunks', async () => {
+    await fc.assert(fc.asyncProperty(fc.array(fc.integer({ min: 1, max: stream.length - 1 }), { maxLength: 20 }), async (cuts) => {
+      const points = [...new Set(cuts)].sort((a, b) => a - b);
+      const chunks: Buffer[] = [];
+      let last = 0;
+      for (const p of [...points, stream.length]) {
+        chunks.push(stream.subarray(last, p));
+        last = p;
+      }
+      const got = await collect(chunks);
+      assert.deepEqual(got, pieces.map((p, i) => ({ index: i + 7, payload: p.toString('hex') })));
+    }), { numRuns: 50 });
+  });
+
+  it('a stream cut inside a frame is a protocol error, never a short piece', async () => {
+    for (const cut of [5, FRAME_HEADER_BYTES + 10, stream.length - 1]) {
+      await assert.rejects(collect([stream.subarray(0, cut)]), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_PROTOCOL');
+    }
+  });
+
+  it('refuses bad magic, unknown encodings and lengths beyond a piece before allocating', async () => {
+    const bad = Buffer.from(stream);
+    bad.write('XXXX', 0);
+    await assert.rejects(collect([bad]), /bad magic/);
+    const enc = encodeFrameHeader({ index: 0, encoding: ENCODING_RAW, payloadLength: 4, rawLength: 4 });
+    enc.writeUInt8(9, 8);
+    await assert.rejects(collect([enc, Buffer.alloc(4)]), /unknown piece encoding/);
+    const huge = encodeFrameHeader({ index: 0, encoding: ENCODING_RAW, payloadLength: 2 ** 31, rawLength: 2 ** 31 });
+    await assert.rejects(collect([huge]), /out of range/);
+    const tooBigForPool = encodeFrameHeader({ index: 0, encoding: ENCODING_RAW, payloadLength: 65537, rawLength: 65537 });
+    await assert.rejects(collect([tooBigForPool]), /exceeds the piece size/);
+  });
+});
+
+describe('PieceCodec', () => {
+  const codec = new PieceCodec();
+  it('round-trips compressible data and sends incompressible data raw', () => {
+    const text = Buffer.from('roamdesk '.repeat(20000));
+    const out = Buffer.alloc(compressedBound(text.length));
+    const enc = codec.encode(text, out);
+    assert.equal(enc.encoding, ENCODING_ZSTD);
+    assert.ok(enc.payload.length < text.length / 10);
+    assert.ok(codec.decode(enc.encoding, enc.payload, text.length, Buffer.alloc(text.length)).equals(text));
+    const noise = randomBytes(65536);
+    assert.equal(codec.encode(noise, Buffer.alloc(compressedBound(noise.length))).encoding, ENCODING_RAW);
+  });
+  it('refuses a zstd payload that expands beyond the declared raw length (a decompression bomb)', () => {
+    const zeros = Buffer.alloc(1 << 20);
+    const enc = codec.encode(zeros, Buffer.alloc(compressedBound(zeros.length)));
+    assert.throws(() => codec.decode(ENCODING_ZSTD, enc.payload, 4096, Buffer.alloc(4096)), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_PROTOCOL');
+    assert.throws(() => codec.decode(ENCODING_ZSTD, Buffer.from('not zstd at all'), 100, Buffer.alloc(100)), /does not decompress/);
+  });
+});
+
+describe('batches', () => {
+  it('cuts missing pieces into contiguous batches of bounded size', () => {
+    assert.deepEqual(planBatches([0, 1, 2, 3, 4, 9, 10, 12], 3), [{ first: 0, count: 3 }, { first: 3, count: 2 }, { first: 9, count: 2 }, { first: 12, count: 1 }]);
+    assert.deepEqual(toRanges([1, 2, 3, 7, 8]), [[1, 3], [7, 8]]);
+    assert.deepEqual(fromRanges(toRanges([1, 2, 3, 7, 8])), [1, 2, 3, 7, 8]);
+  });
+  it('re-queues only unfinished pieces and counts attempts per piece', async () => {
+    const q = new BatchQueue(planBatches([0, 1, 2, 3], 4), 4, 3);
+    const b = await q.next();
+    assert.deepEqual(b, { first: 0, count: 4 });
+    assert.equal(q.settle([2, 3]), 1);
+    assert.deepEqual(await q.next(), { first: 2, count: 2 });
+    assert.equal(q.settle([3]), 2);
+    assert.deepEqual(await q.next(), { first: 3, count: 1 });
+    q.settle([]);
+    assert.equal(await q.next(), null);
+  });
+});
+
+describe('CompressionController', () => {
+  const compressible = Buffer.from('a text-like desktop disk '.repeat(40000));
+  it('stays off on a link faster than the compressor', () => {
+    const c = new CompressionController('auto');
+    c.sample(compressible);
+    c.decide(50e9);
+    assert.equal(c.compress, false);
+    assert.match(c.reason, /compression off/);
+  });
+  it('turns on for compressible data on a slow link', () => {
+    const c = new CompressionController('auto');
+    c.sample(compressible);
+    c.decide(12.5e6);
+    assert.equal(c.compress, true);
+  });
+  it('stays off for incompressible data on a slow link', () => {
+    const c = new CompressionController('auto');
+    c.sample(randomBytes(1 << 20));
+    c.decide(12.5e6);
+    assert.equal(c.compress, false);
+  });
+  it('decides from measured traffic after a warm-up and probe window', () => {
+    let t = 0;
+    const c = new CompressionController('auto', () => t);
+    c.sample(compressible);
+    for (let i = 0; i < 100 && c.reason.startsWith('transfer'); i++) {
+      t += 1000; // 4 MiB per second: a slow link
+      c.record(4 * 1024 * 1024);
+    }
+    assert.equal(c.compress, true, c.reason);
+  });
+  it('obeys on and off', () => {
+    assert.equal(new CompressionController('on').compress, true);
+    assert.equal(new CompressionController('off').compress, false);
+  });
+});
+
+describe('pieceHash', () => {
+  it('is BLAKE3 (the published test vector for the empty input)', () => {
+    assert.equal(pieceHash(Buffer.alloc(0)), 'af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262');
+  });
+});

@@ -1,0 +1,284 @@
+/**
+ * The transfer engine against a real server and real qcow2 objects: downloads and uploads that come out
+ * identical (qemu-img compare, equal ids), resume after the receiver is killed, corrupted and cut streams,
+ * lying manifests, seeds, a new image version fetched as a difference, hostile uploads, and authorization on
+ * every object endpoint.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { copyFile, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import type { ServerHandle } from '@roamdesk/server';
+import { type ObjectInfo, Store } from '@roamdesk/store';
+import { computeManifest, downloadObjects, encodeFrameHeader, type ObjectDescription, PIECES_CONTENT_TYPE, type Remote, TransferError, uploadObjects } from '@roamdesk/transfer';
+
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
+import { tempDir } from '../support/guest-vm.ts';
+import { api, boot, login } from '../support/server.ts';
+
+const MiB = 1024 * 1024;
+
+function sh(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+}
+
+function identical(a: string, b: string): boolean {
+  return spawnSync('qemu-img', ['compare', '-q', a, b]).status === 0;
+}
+
+function isXfer(code: string) {
+  return (e: unknown) => e instanceof TransferError && e.code === code;
+}
+
+describe('transfer engine end to end', () => {
+  let tmp: Awaited<ReturnType<typeof tempDir>>;
+  let server: ServerHandle;
+  let admin = '';
+  let uma = '';
+  let proxy: FaultProxy;
+  let image: ObjectDescription;
+  let layer: ObjectInfo;
+  const file = (name: string) => join(tmp.dir, name);
+  const remote = (token = admin, base = server.url): Remote => ({ apiBase: `${base}/api/v1`, token });
+  const serverObject = (id: string) => join(tmp.dir, 'server', 'store', 'objects', `${id}.qcow2`);
+  const store = (name: string) => Store.open(file(name));
+
+  before(async () => {
+    tmp = await tempDir('roamdesk-transfer-');
+    // A 512 MiB disk with 96 MiB of guest data: random (incompressible) and patterned (compressible) regions.
+    sh('qemu-img', ['create', '-q', '-f', 'qcow2', file('base.qcow2'), '512M']);
+    execFileSync('sh', ['-c', `head -c ${48 * MiB} /dev/urandom > ${file('rnd')}`]);
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${file('rnd')} 0 48M`, '-c', 'write -P 0x5a 200M 40M', '-c', 'write -P 0x01 500M 8M', file('base.qcow2')]);
+    server = await boot(file('server'));
+    admin = await login(server);
+    const r = await api(server, 'POST', '/images', admin, { name: 'base', path: file('base.qcow2') });
+    assert.equal(r.statusCode, 201, r.body);
+    const o = await api(server, 'GET', `/objects/${r.json<{ image: { id: string } }>().image.id}`, admin);
+    assert.equal(o.statusCode, 200, o.body);
+    image = o.json<{ object: ObjectDescription }>().object;
+    assert.equal((await api(server, 'POST', '/users', admin, { name: 'uma', password: 'uma-password-1', role: 'user' })).statusCode, 201);
+    const l = await api(server, 'POST', '/auth/login', null, { user: 'uma', password: 'uma-password-1' });
+    uma = l.json<{ token: string }>().token;
+    proxy = await startFaultProxy(server.url);
+  });
+
+  after(async () => {
+    await proxy.close();
+    await server.close();
+    await tmp.remove();
+  });
+
+  it('downloads an image: identical, same id, nothing left in incoming/', async () => {
+    const s = await store('a');
+    const r = await downloadObjects({ store: s, remote: remote(), objects: [image] });
+    assert.equal(r.bytesTransferred, image.size);
+    assert.ok(identical(file('base.qcow2'), s.objectPath(image.id)));
+    const v = await s.verify();
+    assert.equal(v.ok, true, JSON.stringify(v.problems));
+    assert.deepEqual(await readdir(s.incomingDir), []);
+    const again = await downloadObjects({ store: s, remote: remote(), objects: [image] });
+    assert.equal(again.bytesOnWire, 0);
+    assert.equal(again.objects[0]?.action, 'present');
+  });
+
+  it('uploads a layer (the server re-hashes and checks it) and a second upload sends nothing', async () => {
+    const s = await store('a');
+    const overlay = await s.createOverlay(image.id);
+    execFileSync('sh', ['-c', `head -c ${12 * MiB} /dev/urandom > ${file('rnd2')}`]);
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${file('rnd2')} 100M 12M`, '-c', 'write -P 0x77 300M 4M', overlay.path]);
+    layer = await s.seal(overlay);
+    const r = await uploadObjects({ store: s, remote: remote(), objects: [image, layer] });
+    assert.equal(r.objects[0]?.action, 'present', 'the server already holds the image');
+    assert.equal(r.objects[1]?.action, 'transferred');
+    assert.ok(r.bytesOnWire >= layer.size && r.bytesOnWire < layer.size * 1.01, `wire ${r.bytesOnWire} for a ${layer.size}-byte layer`);
+    const got = await api(server, 'GET', `/objects/${layer.id}`, admin);
+    assert.equal(got.statusCode, 200, got.body);
+    assert.ok(identical(s.objectPath(layer.id), serverObject(layer.id)));
+    const again = await uploadObjects({ store: s, remote: remote(), objects: [layer] });
+    assert.equal(again.bytesOnWire, 0);
+  });
+
+  it('downloads a chain bottom first into a fresh store', async () => {
+    const s = await store('b');
+    const r = await downloadObjects({ store: s, remote: remote(), objects: [image, { ...layer }] });
+    assert.equal(r.objects.length, 2);
+    assert.ok(identical(serverObject(layer.id), s.objectPath(layer.id)));
+    assert.deepEqual((await s.chain(layer.id)).map((o) => o.id), [image.id, layer.id]);
+  });
+
+  it('resumes after the receiver is killed mid-transfer without re-sending verified pieces', async () => {
+    const root = file('killed');
+    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'support', 'download-child.ts'), root, `${server.url}/api/v1`, admin, JSON.stringify([image])], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let last = 0;
+    try {
+      for await (const line of createInterface({ input: child.stdout })) {
+        const p = JSON.parse(line) as { bytesDone?: number };
+        last = p.bytesDone ?? last;
+        if (last >= image.size * 0.4) break;
+      }
+      child.kill('SIGKILL');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+    assert.ok(last >= image.size * 0.4 && last < image.size, `killed at ${last} of ${image.size}`);
+    const s = await store('killed');
+    const r = await downloadObjects({ store: s, remote: remote(), objects: [image] });
+    const o = r.objects[0]!;
+    const resumed = r.bytesSaved;
+    assert.ok(resumed >= last, `resumed ${resumed} bytes, ${last} were verified before the kill`);
+    assert.equal(r.bytesTransferred, image.size - resumed, 'no verified piece was sent again');
+    assert.ok(o.piecesResumed > 0);
+    assert.ok(identical(file('base.qcow2'), s.objectPath(image.id)));
+  });
+
+  it('refuses a corrupted piece and fetches it again', async () => {
+    proxy.setFaults([{ match: (p) => p.includes('/pieces?'), flipByteAt: 20 + 4 * MiB + 20 + 12345 }]);
+    const s = await store('corrupt');
+    const r = await downloadObjects({ store: s, remote: remote(admin, proxy.url), objects: [image], compression: 'off' });
+    assert.equal(proxy.fired, 1);
+    assert.ok(r.piecesRetried >= 1);
+    assert.ok(identical(file('base.qcow2'), s.objectPath(image.id)));
+  });
+
+  it('resumes a stream that was cut mid-piece', async () => {
+    proxy.setFaults([{ match: (p) => p.includes('/pieces?'), cutAfter: 6 * MiB + 77, times: 2 }]);
+    const before = proxy.fired;
+    const s = await store('cut');
+    const r = await downloadObjects({ store: s, remote: remote(admin, proxy.url), objects: [image], compression: 'off' });
+    assert.equal(proxy.fired - before, 2);
+    assert.ok(r.piecesRetried >= 1);
+    assert.ok(identical(file('base.qcow2'), s.objectPath(image.id)));
+  });
+
+  it('refuses a lying manifest, publishes nothing, and a retry succeeds', async () => {
+    const s = await store('lies');
+    proxy.setFaults([{ match: (p) => p.includes('/manifest'), rewriteJson: (m) => ({ ...(m as object), size: image.size + 1 }) }]);
+    await assert.rejects(downloadObjects({ store: s, remote: remote(admin, proxy.url), objects: [image] }), isXfer('XFER_ERR_MANIFEST'));
+    proxy.setFaults([{ match: (p) => p.includes('/manifest'), rewriteJson: (m) => ({ ...(m as object), pieces: (m as { pieces: string[] }).pieces.map((h, i) => (i === 3 ? 'f'.repeat(64) : h)) }) }]);
+    await assert.rejects(downloadObjects({ store: s, remote: remote(admin, proxy.url), objects: [image], maxAttempts: 2 }), isXfer('XFER_ERR_PIECE_HASH'));
+    assert.equal(await s.has(image.id), false);
+    proxy.setFaults([]);
+    await downloadObjects({ store: s, remote: remote(admin, proxy.url), objects: [image] });
+    assert.ok(identical(file('base.qcow2'), s.objectPath(image.id)));
+  });
+
+  it('fills from a seed folder (an old copy under another name) and sends only the manifest', async () => {
+    const seed = file('usb');
+    await mkdir(seed);
+    await copyFile(file('base.qcow2'), join(seed, 'old-checkout.qcow2'));
+    const s = await store('seeded');
+    const r = await downloadObjects({ store: s, remote: remote(), objects: [image], seeds: [seed] });
+    assert.equal(r.bytesOnWire, 0);
+    assert.equal(r.objects[0]?.piecesSeeded, r.objects[0]?.piecesTotal);
+    assert.ok(identical(file('base.qcow2'), s.objectPath(image.id)));
+  });
+
+  it("fetches a new image version as the difference only, and the desktop's chain shows the new version", async () => {
+    // v2: v1 with 6 MiB rewritten and 2 MiB written into a hole, flattened into a standalone qcow2 (its file
+    // layout shifts; only the guest-level difference may travel).
+    await copyFile(file('base.qcow2'), file('v2work.qcow2'));
+    execFileSync('sh', ['-c', `head -c ${8 * MiB} /dev/urandom > ${file('rnd4')}`]);
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${file('rnd4')} 50M 6M`, '-c', 'write -P 0x99 450M 2M', file('v2work.qcow2')]);
+    sh('qemu-img', ['convert', '-O', 'qcow2', file('v2work.qcow2'), file('v2.qcow2')]);
+    const pub = await api(server, 'POST', '/images/base/versions', admin, { path: file('v2.qcow2') });
+    assert.equal(pub.statusCode, 201, pub.body);
+    const d = await api(server, 'POST', '/desktops', admin, { name: 'dv', owner: 'uma', image: 'base' });
+    assert.equal(d.statusCode, 201, d.body);
+    const chain = await api(server, 'GET', '/desktops/dv/objects', uma);
+    assert.equal(chain.statusCode, 200, chain.body);
+    const objects = chain.json<{ objects: ObjectDescription[] }>().objects;
+    assert.deepEqual(objects.map((o) => o.kind), ['image', 'layer']);
+    const diff = objects[1]!;
+    const s = await store('a'); // holds v1 from the first test
+    const r = await downloadObjects({ store: s, remote: remote(uma), objects, compression: 'off' });
+    assert.equal(r.bytesTransferred, diff.size, 'only the difference layer travels');
+    assert.ok(r.bytesOnWire < diff.size * 1.01, `wire ${r.bytesOnWire} for a ${diff.size}-byte difference`);
+    assert.ok(diff.size < 12 * MiB, `the difference layer is ${diff.size} bytes for 8 MiB changed`);
+    assert.ok(identical(s.objectPath(diff.id), file('v2.qcow2')), 'the chain v1 + difference shows the guest v2');
+  });
+
+  it('authorizes every object endpoint', async () => {
+    // Uma may read the image (images are a shared catalog) but not a layer outside her chains.
+    assert.equal((await api(server, 'GET', `/objects/${image.id}`, uma)).statusCode, 200);
+    const missing = 'd'.repeat(64);
+    for (const path of ['', '/manifest', '/pieces?first=0&count=1']) {
+      const foreign = await api(server, 'GET', `/objects/${layer.id}${path}`, uma);
+      const absent = await api(server, 'GET', `/objects/${missing}${path}`, uma);
+      assert.equal(foreign.statusCode, 404, foreign.body);
+      assert.equal(absent.statusCode, 404);
+      assert.equal(foreign.json<{ error: { code: string } }>().error.code, absent.json<{ error: { code: string } }>().error.code);
+      assert.equal((await api(server, 'GET', `/objects/${layer.id}${path}`, null)).statusCode, 401);
+      assert.equal((await api(server, 'GET', `/objects/${layer.id}${path}`, admin)).statusCode, 200);
+    }
+    assert.equal((await api(server, 'GET', '/objects/..%2F..%2Fetc%2Fpasswd', admin)).statusCode, 400);
+    assert.equal((await api(server, 'GET', `/objects/${image.id}/pieces?first=99999&count=1`, admin)).statusCode, 400);
+    // Uma's client cannot download the foreign layer either.
+    await assert.rejects(downloadObjects({ store: await store('uma'), remote: remote(uma), objects: [{ ...layer }] }), (e: unknown) => e instanceof TransferError && e.data['status'] === 404);
+    // Only administrators upload images; uploads belong to their owner.
+    const m = await api(server, 'GET', `/objects/${layer.id}/manifest`, admin);
+    const asImage = { ...m.json<Record<string, unknown>>(), kind: 'image', parent: null };
+    assert.equal((await api(server, 'POST', '/uploads', uma, { manifest: asImage })).statusCode, 403);
+    const begin = await api(server, 'POST', '/uploads', uma, { manifest: m.json<Record<string, unknown>>() });
+    assert.equal(begin.statusCode, 200, 'a layer over a readable parent may be uploaded');
+    assert.equal(begin.json<{ uploadId: string | null }>().uploadId, null, 'the server already holds it: nothing to send');
+  });
+
+  it('an upload interrupted by the client resumes from what the server verified; a corrupted piece is refused', async () => {
+    const s = await store('uploader');
+    await downloadObjects({ store: s, remote: remote(uma), objects: [image] });
+    const overlay = await s.createOverlay(image.id);
+    execFileSync('sh', ['-c', `head -c ${40 * MiB} /dev/urandom > ${file('rnd3')}`]);
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${file('rnd3')} 10M 40M`, overlay.path]);
+    const mine = await s.seal(overlay);
+    // One hand-made PUT whose only piece is corrupted: refused with 422, nothing counted.
+    const manifest = await computeManifest(s.objectPath(mine.id), mine);
+    const begin = await api(server, 'POST', '/uploads', uma, { manifest });
+    const { uploadId } = begin.json<{ uploadId: string }>();
+    const piece = Buffer.alloc(manifest.pieceSize, 0x42);
+    const frame = Buffer.concat([encodeFrameHeader({ index: 0, encoding: 0, payloadLength: piece.length, rawLength: piece.length }), piece]);
+    const put = await server.app.inject({ method: 'PUT', url: `/api/v1/uploads/${uploadId}/pieces`, headers: { authorization: `Bearer ${uma}`, 'content-type': PIECES_CONTENT_TYPE }, payload: frame });
+    assert.equal(put.statusCode, 422, put.body);
+    assert.equal(put.json<{ error: { code: string } }>().error.code, 'XFER_ERR_PIECE_HASH');
+    assert.equal((await api(server, 'GET', `/uploads/${uploadId}`, uma)).json<{ piecesVerified: number }>().piecesVerified, 0);
+    // The client gives up after ~half the bytes went out (as if killed); the next run sends only the rest.
+    const abort = new AbortController();
+    await assert.rejects(uploadObjects({
+      store: s, remote: remote(uma), objects: [mine], inFlight: 1, batchBytes: 4 * MiB, compression: 'off', signal: abort.signal,
+      onProgress: (p) => { if (p.bytesDone >= mine.size / 2) abort.abort(); },
+    }));
+    const held = (await api(server, 'GET', `/uploads/${uploadId}`, uma)).json<{ piecesVerified: number }>().piecesVerified;
+    assert.ok(held > 0, 'the server kept what it verified');
+    const r = await uploadObjects({ store: s, remote: remote(uma), objects: [mine], compression: 'off' });
+    assert.equal(r.objects[0]?.piecesResumed, held);
+    assert.equal(r.objects[0]?.piecesSent, manifest.pieces.length - held);
+    assert.ok(identical(s.objectPath(mine.id), serverObject(mine.id)));
+  });
+
+  it('refuses hostile uploads and leaves the server unchanged', async () => {
+    const s = await store('hostile');
+    await downloadObjects({ store: s, remote: remote(uma), objects: [image] });
+    const before = (await readdir(join(tmp.dir, 'server', 'store', 'objects'))).sort();
+    // A layer whose backing file is /etc/passwd, dropped into the client's store by hand.
+    sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', '/etc/passwd', '-F', 'raw', file('evil.qcow2'), '512M']);
+    const id = execFileSync('sha256sum', [file('evil.qcow2')], { encoding: 'utf8' }).slice(0, 64);
+    await copyFile(file('evil.qcow2'), s.objectPath(id));
+    const evil = { id, kind: 'layer' as const, parent: image.id, size: Number(execFileSync('stat', ['-c%s', file('evil.qcow2')], { encoding: 'utf8' })), virtualSize: image.virtualSize };
+    await assert.rejects(uploadObjects({ store: s, remote: remote(uma), objects: [evil] }), (e: unknown) => e instanceof TransferError && /QCOW2_ERR/.test(String(e.data['code'])));
+    // A manifest whose piece hashes describe other bytes: every piece is refused, nothing is written.
+    const good = await api(server, 'GET', `/objects/${image.id}/manifest`, uma);
+    const lie = { ...good.json<{ pieces: string[] }>(), id: 'e'.repeat(64), kind: 'layer', parent: image.id };
+    const begin = await api(server, 'POST', '/uploads', uma, { manifest: lie });
+    assert.equal(begin.statusCode, 200, begin.body);
+    const { uploadId } = begin.json<{ uploadId: string }>();
+    const complete = await api(server, 'POST', `/uploads/${uploadId}/complete`, uma);
+    assert.equal(complete.statusCode, 422);
+    assert.equal((await api(server, 'GET', `/uploads/${uploadId}`, admin)).statusCode, 404, "another user's upload is invisible");
+    assert.equal((await api(server, 'DELETE', `/uploads/${uploadId}`, uma)).statusCode, 204);
+    assert.deepEqual((await readdir(join(tmp.dir, 'server', 'store', 'objects'))).sort(), before);
+    await writeFile(file('done'), '');
+  });
+});

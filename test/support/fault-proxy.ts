@@ -1,0 +1,90 @@
+/**
+ * An HTTP proxy on 127.0.0.1 between a transfer client and a real server, which breaks chosen responses on
+ * purpose: flips a byte in a piece stream, cuts a stream after N bytes, or rewrites a JSON body (a lying
+ * manifest). Each fault fires a bounded number of times; the proxy counts what it forwarded.
+ */
+import { createServer, type IncomingMessage, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface Fault {
+  /** Which responses (by request path) the fault applies to. */
+  match: (path: string) => boolean;
+  /** How many matching responses it breaks (default 1). */
+  times?: number;
+  /** Flip one byte at this offset of the body. */
+  flipByteAt?: number;
+  /** Close the connection after this many body bytes. */
+  cutAfter?: number;
+  /** Replace a JSON body. */
+  rewriteJson?: (body: unknown) => unknown;
+}
+
+export interface FaultProxy {
+  url: string;
+  /** Faults that fired so far. */
+  fired: number;
+  bodyBytes: number;
+  setFaults(faults: Fault[]): void;
+  close(): Promise<void>;
+}
+
+export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
+  let faults: Array<Fault & { left: number }> = [];
+  const state = { fired: 0, bodyBytes: 0 };
+  const target = new URL(upstream);
+  const server: Server = createServer((req, res) => {
+    const fault = faults.find((f) => f.left > 0 && f.match(req.url ?? ''));
+    if (fault !== undefined) fault.left--;
+    const up = request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (ur: IncomingMessage) => {
+      const headers = { ...ur.headers };
+      if (fault?.rewriteJson !== undefined) {
+        const chunks: Buffer[] = [];
+        ur.on('data', (c: Buffer) => chunks.push(c));
+        ur.on('end', () => {
+          const body = Buffer.from(JSON.stringify(fault.rewriteJson!(JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown)));
+          state.fired++;
+          delete headers['content-length'];
+          res.writeHead(ur.statusCode ?? 502, headers);
+          res.end(body);
+        });
+        return;
+      }
+      res.writeHead(ur.statusCode ?? 502, headers);
+      let seen = 0;
+      ur.on('data', (c: Buffer) => {
+        let chunk = c;
+        if (fault?.flipByteAt !== undefined && fault.flipByteAt >= seen && fault.flipByteAt < seen + c.length) {
+          chunk = Buffer.from(c);
+          chunk[fault.flipByteAt - seen]! ^= 0xff;
+          state.fired++;
+        }
+        if (fault?.cutAfter !== undefined && seen + c.length > fault.cutAfter) {
+          res.write(chunk.subarray(0, Math.max(0, fault.cutAfter - seen)));
+          state.fired++;
+          res.destroy();
+          ur.destroy();
+          return;
+        }
+        seen += c.length;
+        state.bodyBytes += c.length;
+        res.write(chunk);
+      });
+      ur.on('end', () => res.end());
+      ur.on('error', () => res.destroy());
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    get fired() { return state.fired; },
+    get bodyBytes() { return state.bodyBytes; },
+    setFaults(f) { faults = f.map((x) => ({ ...x, left: x.times ?? 1 })); },
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
