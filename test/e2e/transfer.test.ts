@@ -256,6 +256,13 @@ describe('transfer engine end to end', () => {
     assert.equal(r.objects[0]?.piecesResumed, held);
     assert.equal(r.objects[0]?.piecesSent, manifest.pieces.length - held);
     assert.ok(identical(s.objectPath(mine.id), serverObject(mine.id)));
+    // A layer on top of her own upload (not yet part of any desktop) may follow: her uploads are hers to read.
+    const over = await s.createOverlay(mine.id);
+    sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x31 70M 1M', over.path]);
+    const next = await s.seal(over);
+    const r2 = await uploadObjects({ store: s, remote: remote(uma), objects: [mine, next] });
+    assert.deepEqual(r2.objects.map((o) => o.action), ['present', 'transferred']);
+    assert.equal((await api(server, 'GET', `/objects/${next.id}`, uma)).statusCode, 200);
   });
 
   it('refuses hostile uploads and leaves the server unchanged', async () => {

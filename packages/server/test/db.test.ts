@@ -111,7 +111,7 @@ describe('database on SQLite', () => {
     db = openSqlite(file);
     assert.deepEqual(await migrateToLatest(db), []);
     const tables = await db.introspection.getTables();
-    for (const t of ['users', 'tokens', 'images', 'image_versions', 'desktops', 'events']) assert.ok(tables.some((x) => x.name === t), t);
+    for (const t of ['users', 'tokens', 'images', 'image_versions', 'desktops', 'events', 'uploaded_objects']) assert.ok(tables.some((x) => x.name === t), t);
     await db.destroy();
   });
 

@@ -136,10 +136,29 @@ const m0002_image_versions: Migration = {
   },
 };
 
+const m0003_uploaded_objects: Migration = {
+  async up(db: AnyDb) {
+    // Objects a user uploaded (e.g. a device's sealed layers before replicate/check-in names them): readable by
+    // that user, so a layer on top of their own earlier upload may be uploaded too.
+    await db.schema
+      .createTable('uploaded_objects')
+      .addColumn('object_id', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addPrimaryKeyConstraint('uploaded_objects_pkey', ['object_id', 'user_id'])
+      .execute();
+  },
+
+  async down(db: AnyDb) {
+    await db.schema.dropTable('uploaded_objects').execute();
+  },
+};
+
 /** Every migration, by name. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   '0001_initial': m0001_initial,
   '0002_image_versions': m0002_image_versions,
+  '0003_uploaded_objects': m0003_uploaded_objects,
 };
 
 export class MigrationError extends Error {

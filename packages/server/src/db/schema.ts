@@ -104,6 +104,12 @@ export interface EventsTable {
   detail: string;
 }
 
+export interface UploadedObjectsTable {
+  object_id: string;
+  user_id: string;
+  created_at: string;
+}
+
 export interface Database {
   users: UsersTable;
   tokens: TokensTable;
@@ -111,4 +117,5 @@ export interface Database {
   image_versions: ImageVersionsTable;
   desktops: DesktopsTable;
   events: EventsTable;
+  uploaded_objects: UploadedObjectsTable;
 }

@@ -11,6 +11,7 @@ import type { AppContext } from '../context.ts';
 import { notFound } from '../errors.ts';
 import { callerOf } from '../http/hooks.ts';
 import { visibleDesktop } from '../services/access.ts';
+import { recordUpload } from '../db/repositories/objects.ts';
 import { readableObject } from '../services/object-access.ts';
 import { errorResponses, NoContent, type RoutePlugin } from './common.ts';
 
@@ -123,7 +124,11 @@ export const objectRoutes: RoutePlugin = (ctx: AppContext) => (app, _options, do
       const { uploadId } = request.params;
       const object = await ctx.audit.run(
         { actor: caller, action: 'object.upload', target: uploadId },
-        () => uploadCall(uploadId, () => ctx.transfer.completeUpload(caller.userId, uploadId)),
+        async () => {
+          const o = await uploadCall(uploadId, () => ctx.transfer.completeUpload(caller.userId, uploadId));
+          await recordUpload(ctx.db, o.id, caller.userId, ctx.nowIso());
+          return o;
+        },
         (o) => ({ detail: { id: o.id, kind: o.kind, parent: o.parent, size: o.size } }),
       );
       return { object };
