@@ -54,6 +54,8 @@ export interface DownloadOptions extends TransferTuning {
 export const DEFAULT_IN_FLIGHT = 4;
 export const DEFAULT_BATCH_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_MAX_ATTEMPTS = 5;
+/** Verified pieces being written per request while the next ones arrive. */
+const WRITES_AHEAD = 3;
 
 interface Run {
   readonly opts: DownloadOptions;
@@ -193,18 +195,17 @@ async function fetchMissing(run: Run, m: Manifest, partial: PartialObject, hashe
   const maxPieces = Math.max(1, Math.floor((run.opts.batchBytes ?? DEFAULT_BATCH_BYTES) / m.pieceSize));
   const queue = new BatchQueue(planBatches(partial.missing(), maxPieces), maxPieces, run.opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
   const inFlight = run.opts.inFlight ?? DEFAULT_IN_FLIGHT;
-  const pool = new BufferPool(m.pieceSize, inFlight * 2 + 2);
+  const pool = new BufferPool(m.pieceSize, inFlight * (WRITES_AHEAD + 2) * 2);
   const internal = new AbortController();
   const onAbort = (): void => internal.abort(run.signal.reason);
   run.signal.addEventListener('abort', onAbort, { once: true });
   const worker = async (): Promise<void> => {
     const codec = new PieceCodec();
-    const decoded = Buffer.allocUnsafeSlow(m.pieceSize);
     for (let b = await queue.next(); b !== null; b = await queue.next()) {
       const unfinished = new Set(Array.from({ length: b.count }, (_, k) => b.first + k));
       let error: unknown = null;
       try {
-        await fetchBatch(run, m, b, partial, hasher, unfinished, { pool, codec, decoded, signal: internal.signal });
+        await fetchBatch(run, m, b, partial, hasher, unfinished, { pool, codec, signal: internal.signal });
       } catch (e) {
         error = e;
       }
@@ -232,27 +233,39 @@ async function fetchMissing(run: Run, m: Manifest, partial: PartialObject, hashe
 
 async function fetchBatch(
   run: Run, m: Manifest, b: Batch, partial: PartialObject, hasher: ObjectHasher, unfinished: Set<number>,
-  w: { pool: BufferPool; codec: PieceCodec; decoded: Buffer; signal: AbortSignal },
+  w: { pool: BufferPool; codec: PieceCodec; signal: AbortSignal },
 ): Promise<void> {
   const p = run.progress;
   const encoding = run.controller.compress ? 'zstd' : 'raw';
   const res = await send(run.conn, { method: 'GET', path: `${objectPath(m.id)}/pieces?${piecesQuery(b.first, b.count, m.pieceSize, encoding)}`, signal: w.signal });
+  // Verified pieces are written while the next ones arrive: awaiting each write before reading on would stall
+  // the socket (and the sender) for the duration of every write.
+  const writes: Array<Promise<void>> = [];
   try {
     for await (const frame of readFrames(res, w.pool)) {
+      let decodedInto: Buffer | null = null;
       try {
         if (!unfinished.has(frame.index)) {
           throw new TransferError('XFER_ERR_PROTOCOL', `the server sent piece ${frame.index}, which was not asked for in this batch`, { index: frame.index });
         }
         const wire = FRAME_HEADER_BYTES + frame.payloadLength;
         p.bytesOnWire += wire;
-        const raw = w.codec.decode(frame.encoding, frame.payload, frame.rawLength, w.decoded);
+        if (frame.encoding !== 0) decodedInto = w.pool.take();
+        const raw = w.codec.decode(frame.encoding, frame.payload, frame.rawLength, decodedInto ?? frame.payload);
         if (frame.encoding === 0) run.controller.record(wire);
         run.controller.sample(raw);
         p.compression = run.controller.compress;
         if (raw.length !== pieceRange(m, frame.index).length) {
           throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${frame.index} has the wrong length`, { index: frame.index });
         }
-        const fresh = await partial.accept(frame.index, raw);
+      } catch (e) {
+        frame.release();
+        if (decodedInto !== null) w.pool.give(decodedInto);
+        throw e;
+      }
+      const raw = decodedInto === null ? frame.payload : decodedInto.subarray(0, frame.rawLength);
+      const out = decodedInto;
+      const write = partial.accept(frame.index, raw).then((fresh) => {
         unfinished.delete(frame.index);
         if (fresh) {
           run.bytesTransferred += raw.length;
@@ -260,12 +273,18 @@ async function fetchBatch(
           hasher.advance(partial.verifiedPrefixBytes);
         }
         p.emit();
-      } finally {
+      }).finally(() => {
         frame.release();
-      }
+        if (out !== null) w.pool.give(out);
+      });
+      write.catch(() => undefined);
+      writes.push(write);
+      if (writes.length > WRITES_AHEAD) await writes.shift();
     }
+    await Promise.all(writes);
   } catch (e) {
     res.destroy();
+    await Promise.allSettled(writes);
     // A connection reset while the body streams in surfaces from the response as a plain error.
     if (e instanceof TransferError) throw e;
     throw new TransferError('XFER_ERR_NETWORK', `the piece stream broke: ${(e as Error).message}`, { first: b.first, count: b.count }, { cause: e });
