@@ -34,6 +34,9 @@ export const ERROR_CATALOG = {
   DESKTOP_BUSY: { status: 409, message: 'The desktop is starting or stopping; retry when it settles.' },
   CHECKED_OUT: { status: 409, message: 'The desktop is checked out to a device.' },
   LEASE_STALE: { status: 409, message: 'The lease generation is stale.' },
+  LEASE_BUSY: { status: 409, message: 'Another operation holds the lease; retry when it ends.' },
+  CHAIN_MISMATCH: { status: 422, message: "The new top does not extend the desktop's replicated chain." },
+  DEVICE_REVOKED: { status: 403, message: 'This device was revoked; register it again.' },
   // --- remote console
   CONSOLE_LIMIT: { status: 429, message: 'Too many console sessions are open; close one and retry.' },
   // --- server side

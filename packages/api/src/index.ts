@@ -11,6 +11,7 @@ export * from './schemas/events.ts';
 export * from './schemas/console.ts';
 export * from './schemas/transfer.ts';
 export * from './schemas/leases.ts';
+export * from './grants.ts';
 
 /** Every route lives under this prefix. */
 export const API_PREFIX = '/api/v1';

@@ -1,5 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { Name, ServerPath, Timestamp, Uuid } from '../names.ts';
+import { Lease } from './leases.ts';
 
 export const DesktopState = Type.Union([
   Type.Literal('stopped'),
@@ -10,8 +11,8 @@ export const DesktopState = Type.Union([
 ]);
 export type DesktopState = Static<typeof DesktopState>;
 
-/** Who holds the lease: the server, or (later) a device id. */
-export const DesktopLocation = Type.String({ description: '"server", or the device holding the lease' });
+/** Who holds the lease: the server, or a device (`lease` says which, since when and at which generation). */
+export const DesktopLocation = Type.String({ description: '"server", or "device" while a device holds the lease' });
 
 export const MEMORY_MIB_MIN = 64;
 export const MEMORY_MIB_MAX = 65536;
@@ -36,6 +37,7 @@ export const Desktop = Type.Object({
   state: DesktopState,
   location: DesktopLocation,
   leaseGeneration: Type.Integer({ description: 'fencing token; bumped by every lease move' }),
+  lease: Lease,
   createdAt: Timestamp,
   updatedAt: Timestamp,
 });

@@ -22,6 +22,16 @@ export const EVENT_ACTIONS = [
   'console.start',
   'console.end',
   'object.upload',
+  'device.register',
+  'device.revoke',
+  'lease.checkout',
+  'lease.confirm',
+  'lease.cancel',
+  'lease.replicate',
+  'lease.checkin',
+  'lease.rollback',
+  'operation.start',
+  'operation.finish',
 ] as const;
 export type EventAction = (typeof EVENT_ACTIONS)[number];
 

@@ -32,17 +32,31 @@
 //                                            (gen+1), chain = replicated top; the device quarantines its work
 //   GET    /desktops/:name/lease             → LeaseResponse (no grant)
 //   GET    /operations?desktop=NAME, GET /operations/:id → Operation(s) (owner or admin)
+//   POST   /desktops/:name/operations       device, StartOperationRequest → 201 OperationResponse: a replicate or
+//                                            check-in operation to post upload progress to BEFORE the layers are
+//                                            uploaded; name it in LayersRequest.operation. One at a time per
+//                                            desktop (else 409 LEASE_BUSY). Without it the call makes its own.
 //   POST   /operations/:id/progress          device, OperationProgress → 204 (the device's transfer progress)
 //   POST   /operations/:id/finish            device, { state: 'succeeded'|'failed'|'cancelled', error? } → 204
 //
 // Errors: 409 LEASE_STALE (data: current generation), 409 CHECKED_OUT (message names the device and since
-// when; used by start and console too), 403 DEVICE_REVOKED, 409 LEASE_BUSY (another operation holds it).
+// when; used by start and console too), 403 DEVICE_REVOKED, 409 LEASE_BUSY (another operation holds it),
+// 422 CHAIN_MISMATCH (replicate/check-in: `top`'s chain does not extend the replicated chain).
+// Device-only routes refuse a session token (403 FORBIDDEN naming the device credential).
+//
+// Chains stay short: CheckoutResponse and LeaseResponse carry the server's `maxChainLength` policy. The lease
+// holder may compact its own layers; the server accepts a new top whose chain (same image) shares a prefix with
+// the replicated chain and is not an ancestor of it: the replaced objects stay in the server's store.
 
 import { Type, type Static } from 'typebox';
 import { Name, ObjectId, Timestamp, Uuid } from '../names.ts';
 import { StoredObject } from './transfer.ts';
 
 // --- devices
+
+/** The device credential: a prefix secret scanners can spot (`rdd_`, unlike session tokens' `rdt_`), 32 random bytes. */
+export const DEVICE_TOKEN_PREFIX = 'rdd_';
+export const DEVICE_TOKEN_PATTERN = '^rdd_[A-Za-z0-9_-]{43}$';
 
 export const DeviceName = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._ -]*$' });
 
@@ -70,6 +84,8 @@ export type RegisterDeviceResponse = Static<typeof RegisterDeviceResponse>;
 
 export const DeviceListResponse = Type.Object({ devices: Type.Array(Device) });
 export const DeviceIdParams = Type.Object({ id: Uuid }, { additionalProperties: false });
+export const GrantKeyResponse = Type.Object({ grantKey: Type.String({ description: 'Ed25519 public key, PEM (SPKI)' }) });
+export type GrantKeyResponse = Static<typeof GrantKeyResponse>;
 
 // --- leases
 
@@ -106,15 +122,19 @@ export type GrantBody = Static<typeof GrantBody>;
 export const GenerationRequest = Type.Object({ generation: Type.Integer({ minimum: 1 }) }, { additionalProperties: false });
 export type GenerationRequest = Static<typeof GenerationRequest>;
 
+/** Policy: compact the chain into one layer once it holds more layers than this (this server always sends it). */
+const MaxChainLength = Type.Integer({ minimum: 1 });
+
 export const CheckoutResponse = Type.Object({
   operation: Uuid,
   lease: Lease,
   /** What the device must hold, image first (the server's sealed chain at check-out). */
   chain: Type.Array(StoredObject),
+  maxChainLength: Type.Optional(MaxChainLength),
 });
 export type CheckoutResponse = Static<typeof CheckoutResponse>;
 
-export const LeaseResponse = Type.Object({ lease: Lease, grant: Type.Optional(Type.String()) });
+export const LeaseResponse = Type.Object({ lease: Lease, grant: Type.Optional(Type.String()), maxChainLength: Type.Optional(MaxChainLength) });
 export type LeaseResponse = Static<typeof LeaseResponse>;
 
 /** Replicate and check-in: the device's new top (its layers already uploaded via /uploads). */
@@ -134,7 +154,7 @@ export const HeartbeatResponse = Type.Object({
   device: Device,
   leases: Type.Array(Type.Object({
     desktop: Name,
-    /** false: the lease moved away (rollback, cancel) or the device was revoked — stop using the local copy. */
+    /** false: the lease moved away (rollback, cancel, check-in) or the desktop is gone — stop using the local copy. A revoked device gets 403 DEVICE_REVOKED instead. */
     valid: Type.Boolean(),
     generation: Type.Integer({ minimum: 1 }),
     grant: Type.Optional(Type.String()),
@@ -173,4 +193,38 @@ export const Operation = Type.Object({
 export type Operation = Static<typeof Operation>;
 
 export const OperationResponse = Type.Object({ operation: Operation });
+export type OperationResponse = Static<typeof OperationResponse>;
 export const OperationListResponse = Type.Object({ operations: Type.Array(Operation) });
+export type OperationListResponse = Static<typeof OperationListResponse>;
+
+export const OperationIdParams = Type.Object({ id: Uuid }, { additionalProperties: false });
+
+export const OPERATIONS_LIMIT_MAX = 1000;
+export const OperationsQuery = Type.Object(
+  { desktop: Type.Optional(Name), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: OPERATIONS_LIMIT_MAX })) },
+  { additionalProperties: false },
+);
+export type OperationsQuery = Static<typeof OperationsQuery>;
+
+/** POST /desktops/:name/operations: announce a replicate or check-in before uploading its layers. */
+export const StartOperationRequest = Type.Object(
+  { kind: Type.Union([Type.Literal('replicate'), Type.Literal('checkin')]), generation: Type.Integer({ minimum: 1 }) },
+  { additionalProperties: false },
+);
+export type StartOperationRequest = Static<typeof StartOperationRequest>;
+
+/**
+ * POST /operations/:id/finish: the device gives up on a running operation. 'succeeded' is the server's to
+ * record (confirm, replicate and check-in do), so a device sends 'failed' or 'cancelled'.
+ */
+export const FinishOperationRequest = Type.Object(
+  {
+    state: Type.Union([Type.Literal('succeeded'), Type.Literal('failed'), Type.Literal('cancelled')]),
+    error: Type.Optional(Type.Object(
+      { code: Type.String({ pattern: '^[A-Z][A-Z0-9_]{1,63}$' }), message: Type.String({ maxLength: 1000 }) },
+      { additionalProperties: false },
+    )),
+  },
+  { additionalProperties: false },
+);
+export type FinishOperationRequest = Static<typeof FinishOperationRequest>;
