@@ -16,19 +16,25 @@ import { webPages } from './console/web.ts';
 import { authRoutes } from './routes/auth.ts';
 import { consoleRoutes } from './routes/console.ts';
 import { desktopRoutes } from './routes/desktops.ts';
+import { deviceRoutes } from './routes/devices.ts';
+import { leaseRoutes } from './routes/leases.ts';
+import { operationRoutes } from './routes/operations.ts';
 import { eventRoutes } from './routes/events.ts';
 import { imageRoutes } from './routes/images.ts';
 import { objectRoutes } from './routes/objects.ts';
 import { userRoutes } from './routes/users.ts';
 import { Auditor } from './services/audit.ts';
+import { GrantSigner } from './services/grants.ts';
 
 export const API_VERSION = '0.1.0';
 
 export function createContext(deps: AppDeps): AppContext {
   let dummy: Promise<string> | undefined;
+  const paths = dataPaths(deps.config.dataDir);
   return {
     ...deps,
-    paths: dataPaths(deps.config.dataDir),
+    paths,
+    grants: new GrantSigner(paths.grantKey),
     limiter: new LoginLimiter({
       perUser: deps.config.login.maxAttemptsPerUser,
       perIp: deps.config.login.maxAttemptsPerIp,
@@ -43,6 +49,8 @@ export function createContext(deps: AppDeps): AppContext {
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const ctx = createContext(deps);
+  // The grant key exists from the first start on (and a broken key file stops the start, not a check-out).
+  await ctx.grants.keys();
   const base = Fastify({
     loggerInstance: deps.logger,
     trustProxy: deps.config.trustProxy,
@@ -89,6 +97,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       await api.register(eventRoutes(ctx));
       await api.register(consoleRoutes(ctx));
       await api.register(objectRoutes(ctx));
+      await api.register(deviceRoutes(ctx));
+      await api.register(leaseRoutes(ctx));
+      await api.register(operationRoutes(ctx));
     },
     { prefix: API_PREFIX },
   );

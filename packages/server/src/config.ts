@@ -47,6 +47,18 @@ export const ServerConfigSchema = Type.Object(
     ),
     /** Trust X-Forwarded-For (only behind a reverse proxy): it decides which address login limits count. */
     trustProxy: Type.Boolean({ default: false }),
+    /** Lease policy (check-out, offline use, rollback). */
+    lease: Type.Object(
+      {
+        /** Maximum time a device may use a checked-out desktop without contacting the server (View's default: 7 days). */
+        maxOfflineSeconds: Type.Integer({ minimum: 60, maximum: 366 * 24 * 3600, default: 7 * 24 * 3600 }),
+        /** Owners may roll back their own desktops (admins always may). */
+        allowUserRollback: Type.Boolean({ default: true }),
+        /** The lease holder compacts a chain holding more layers than this (sent with every lease answer). */
+        maxChainLength: Type.Integer({ minimum: 1, maximum: 1024, default: 16 }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
   },
   { additionalProperties: false },
 );
@@ -117,6 +129,8 @@ export interface DataPaths {
   uploads: string;
   /** Cached transfer manifests (derived from immutable objects; safe to delete). */
   manifests: string;
+  /** The Ed25519 private key that signs offline grants (PEM, mode 0600, made on first start). */
+  grantKey: string;
 }
 
 export function dataPaths(dataDir: string): DataPaths {
@@ -127,5 +141,6 @@ export function dataPaths(dataDir: string): DataPaths {
     vms: join(dataDir, 'vms'),
     uploads: join(dataDir, 'uploads'),
     manifests: join(dataDir, 'manifests'),
+    grantKey: join(dataDir, 'grant-key.pem'),
   };
 }

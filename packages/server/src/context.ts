@@ -7,6 +7,7 @@ import type { DataPaths, ServerConfig } from './config.ts';
 import type { Database } from './db/schema.ts';
 import type { Clock, DesktopRuntime, Ids, ObjectStore, ObjectTransfer, PasswordHasher } from './ports.ts';
 import type { Auditor } from './services/audit.ts';
+import type { GrantSigner } from './services/grants.ts';
 
 /** The dependencies buildApp() is given. */
 export interface AppDeps {
@@ -27,6 +28,8 @@ export interface AppContext extends AppDeps {
   paths: DataPaths;
   limiter: LoginLimiter;
   audit: Auditor;
+  /** Signs offline grants with the server's Ed25519 key (`<data>/grant-key.pem`). */
+  grants: GrantSigner;
   /** The current time as the ISO text stored in the database. */
   nowIso(): string;
   /** A hash of a random password, verified against when the user is unknown so both cases cost the same. */

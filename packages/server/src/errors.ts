@@ -5,7 +5,7 @@ import { ApiError, type ErrorData } from '@roamdesk/api';
 
 export { ApiError };
 
-export type Resource = 'desktop' | 'image' | 'user' | 'object' | 'upload';
+export type Resource = 'desktop' | 'image' | 'user' | 'object' | 'upload' | 'device' | 'operation';
 
 /**
  * Not found. Also what a caller gets for someone else's desktop: the message and data must not differ

@@ -39,6 +39,12 @@ export interface ObjectStore {
    * on failure.
    */
   importDifference(parentId: string, targetId: string): Promise<ImportedLayer | null>;
+  /**
+   * Seal a stopped VM's overlay (created by createOverlay on `parent`) into an immutable layer, without a copy:
+   * the overlay file is gone afterwards and the layer's parent is `parent`. Refused while a VM has it open.
+   * Sealing again after a crash mid-seal is safe (the store finds the layer already published).
+   */
+  seal(overlay: { path: string; parent: string }): Promise<ImportedLayer>;
   /** Remove an object. Removing an absent object is not an error. */
   remove(id: string): Promise<void>;
   has(id: string): Promise<boolean>;

@@ -17,10 +17,15 @@ interface Endpoint {
   octet?: boolean;
   /** Answers 200 only with real objects in the store. */
   realObjects?: boolean;
+  /** Which bearer the route takes: only a device credential, or only a session token. */
+  credential?: 'device' | 'session';
 }
 
 const OBJ = 'd'.repeat(64);
 const UPLOAD = 'e'.repeat(32);
+const DEVICE = '00000000-0000-4000-8000-00000000d001';
+const OPERATION = '00000000-0000-4000-8000-00000000f001';
+const PROGRESS = { phase: 'download', bytesDone: 1, bytesTotal: 2, bytesOnWire: 1, bytesSaved: 0, rateBytesPerSec: 1, etaSeconds: 1 };
 
 const ENDPOINTS: Endpoint[] = [
   { method: 'GET', url: '/api/v1/me', admin: false, desktop: false },
@@ -58,6 +63,24 @@ const ENDPOINTS: Endpoint[] = [
   { method: 'PUT', url: `/api/v1/uploads/${UPLOAD}/pieces`, admin: false, desktop: false, octet: true },
   { method: 'POST', url: `/api/v1/uploads/${UPLOAD}/complete`, admin: false, desktop: false },
   { method: 'DELETE', url: `/api/v1/uploads/${UPLOAD}`, admin: false, desktop: false },
+  // Devices and leases (issue 5). Lease calls are made by a device: a session token is refused (tested below).
+  { method: 'POST', url: '/api/v1/devices', admin: false, desktop: false, body: { name: 'laptop' }, credential: 'session' },
+  { method: 'GET', url: '/api/v1/devices', admin: false, desktop: false },
+  { method: 'DELETE', url: `/api/v1/devices/${DEVICE}`, admin: false, desktop: false },
+  { method: 'POST', url: '/api/v1/devices/heartbeat', admin: false, desktop: false, body: { leases: [] }, credential: 'device' },
+  { method: 'GET', url: '/api/v1/grant-key', admin: false, desktop: false },
+  { method: 'POST', url: '/api/v1/desktops/{d}/checkout', admin: false, desktop: true, credential: 'device' },
+  { method: 'POST', url: '/api/v1/desktops/{d}/checkout/confirm', admin: false, desktop: true, body: { generation: 2 }, credential: 'device' },
+  { method: 'POST', url: '/api/v1/desktops/{d}/checkout/cancel', admin: false, desktop: true, body: { generation: 2 }, credential: 'device' },
+  { method: 'POST', url: '/api/v1/desktops/{d}/replicate', admin: false, desktop: true, body: { generation: 2, top: OBJ }, credential: 'device' },
+  { method: 'POST', url: '/api/v1/desktops/{d}/checkin', admin: false, desktop: true, body: { generation: 2, top: OBJ }, credential: 'device' },
+  { method: 'POST', url: '/api/v1/desktops/{d}/operations', admin: false, desktop: true, body: { kind: 'replicate', generation: 2 }, credential: 'device' },
+  { method: 'POST', url: '/api/v1/desktops/{d}/rollback', admin: false, desktop: true },
+  { method: 'GET', url: '/api/v1/desktops/{d}/lease', admin: false, desktop: true },
+  { method: 'GET', url: '/api/v1/operations?desktop={d}', admin: false, desktop: true },
+  { method: 'GET', url: `/api/v1/operations/${OPERATION}`, admin: false, desktop: false },
+  { method: 'POST', url: `/api/v1/operations/${OPERATION}/progress`, admin: false, desktop: false, body: PROGRESS, credential: 'device' },
+  { method: 'POST', url: `/api/v1/operations/${OPERATION}/finish`, admin: false, desktop: false, body: { state: 'failed' }, credential: 'device' },
 ];
 
 describe('authorization matrix', () => {
@@ -65,6 +88,9 @@ describe('authorization matrix', () => {
   let bob: string;
   let expired: string;
   let revoked: string;
+  /** Bob's device credential, and a revoked one. */
+  let bobDevice: string;
+  let revokedDevice: string;
 
   const call = (e: Endpoint, token: string | undefined, desktop = 'alice-desk') => {
     const headers: Record<string, string> = e.octet === true ? { 'content-type': 'application/octet-stream' } : {};
@@ -80,6 +106,8 @@ describe('authorization matrix', () => {
     runtime: [...t.runtime.calls],
     store: [...t.store.calls],
     desktops: await t.db.selectFrom('desktops').selectAll().orderBy('name').execute(),
+    devices: await t.db.selectFrom('devices').select(['id', 'name', 'revoked_at']).orderBy('id').execute(),
+    operations: await t.db.selectFrom('operations').selectAll().orderBy('id').execute(),
     users: (await t.db.selectFrom('users').select('name').orderBy('name').execute()).map((u) => u.name),
     images: (await t.db.selectFrom('images').select('name').orderBy('name').execute()).map((i) => i.name),
   });
@@ -96,6 +124,15 @@ describe('authorization matrix', () => {
     assert.equal(errorCode(await t.request('GET', '/api/v1/me', { token: expired })), 'TOKEN_EXPIRED');
     revoked = await t.login('bob', USER_PASSWORD);
     assert.equal((await t.request('POST', '/api/v1/auth/logout', { token: revoked })).statusCode, 204);
+    const register = async () => {
+      const r = await t.request('POST', '/api/v1/devices', { token: bob, body: { name: 'bob-laptop' } });
+      assert.equal(r.statusCode, 201, r.body);
+      return r.json<{ device: { id: string }; credential: string }>();
+    };
+    bobDevice = (await register()).credential;
+    const gone = await register();
+    revokedDevice = gone.credential;
+    assert.equal((await t.request('DELETE', `/api/v1/devices/${gone.device.id}`, { token: bob })).statusCode, 204);
   });
   after(() => t.close());
 
@@ -104,6 +141,8 @@ describe('authorization matrix', () => {
     ['expired token', () => expired, 401, 'TOKEN_EXPIRED'],
     ['revoked token', () => revoked, 401, 'AUTH_INVALID'],
     ['garbage token', () => 'rdt_' + 'x'.repeat(43), 401, 'AUTH_INVALID'],
+    ['garbage device credential', () => 'rdd_' + 'x'.repeat(43), 401, 'AUTH_INVALID'],
+    ['revoked device credential', () => revokedDevice, 403, 'DEVICE_REVOKED'],
   ] as const) {
     it(`${label}: every endpoint answers ${status} ${code} and nothing happens`, async () => {
       const before = await snapshot();
@@ -128,11 +167,40 @@ describe('authorization matrix', () => {
     assert.deepEqual(await snapshot(), before);
   });
 
+  it('a device credential on admin endpoints: 403 FORBIDDEN (a device never acts as an administrator)', async () => {
+    const before = await snapshot();
+    for (const e of ENDPOINTS.filter((x) => x.admin)) {
+      const r = await call(e, bobDevice, 'bob-desk');
+      assert.equal(r.statusCode, 403, `${e.method} ${e.url}`);
+      assert.equal(errorCode(r), 'FORBIDDEN');
+    }
+    assert.deepEqual(await snapshot(), before);
+  });
+
+  it('a session token on device calls, a device credential on session calls: 403 naming the right credential, and nothing happens', async () => {
+    const before = await snapshot();
+    for (const e of ENDPOINTS.filter((x) => x.credential === 'device')) {
+      for (const d of ['bob-desk', 'alice-desk']) {
+        const r = await call(e, bob, d);
+        assert.equal(r.statusCode, 403, `${e.method} ${e.url}`);
+        assert.equal(errorCode(r), 'FORBIDDEN');
+        assert.match(r.json<{ error: { message: string } }>().error.message, /device credential/);
+      }
+    }
+    for (const e of [...ENDPOINTS.filter((x) => x.credential === 'session'), ENDPOINTS.find((x) => x.url.endsWith('/logout'))!]) {
+      const r = await call(e, bobDevice);
+      assert.equal(r.statusCode, 403, `${e.method} ${e.url}`);
+      assert.match(r.json<{ error: { message: string } }>().error.message, /session/);
+    }
+    assert.deepEqual(await snapshot(), before);
+  });
+
   it("another user's desktop: 404, byte-for-byte the answer for a desktop that does not exist", async () => {
     const before = await snapshot();
     for (const e of ENDPOINTS.filter((x) => x.desktop && !x.admin)) {
-      const theirs = await call(e, bob, 'alice-desk');
-      const missing = await call(e, bob, 'alice-dusk');
+      const token = e.credential === 'device' ? bobDevice : bob;
+      const theirs = await call(e, token, 'alice-desk');
+      const missing = await call(e, token, 'alice-dusk');
       assert.equal(theirs.statusCode, 404, `${e.method} ${e.url}`);
       assert.equal(errorCode(theirs), 'NOT_FOUND');
       assert.equal(theirs.body, missing.body.replaceAll('alice-dusk', 'alice-desk'), `${e.method} ${e.url}`);
@@ -152,7 +220,7 @@ describe('authorization matrix', () => {
   it('the matrix covers every route of the OpenAPI document', async () => {
     const doc = (await t.request('GET', '/docs/json')).json<{ paths: Record<string, Record<string, unknown>> }>();
     const covered = new Set(
-      ENDPOINTS.map((e) => `${e.method} ${e.url.split('?')[0]!.replace('{d}', '{name}').replace(/\/(alice|base|img3)(?=\/|$)/, '/{name}').replace(OBJ, '{id}').replace(UPLOAD, '{uploadId}')}`),
+      ENDPOINTS.map((e) => `${e.method} ${e.url.split('?')[0]!.replace('{d}', '{name}').replace(/\/(alice|base|img3)(?=\/|$)/, '/{name}').replace(OBJ, '{id}').replace(UPLOAD, '{uploadId}').replace(DEVICE, '{id}').replace(OPERATION, '{id}')}`),
     );
     covered.add('POST /api/v1/auth/login');
     const routes = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`));

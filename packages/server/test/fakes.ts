@@ -82,6 +82,20 @@ export class FakeStore implements ObjectStore {
     return { id, parent: parentId, size: 100, virtualSize: (this.objects.get(targetId)?.size ?? 0) * 2 };
   }
 
+  /**
+   * Seal an overlay. By default a fake layer named by the overlay path; a test that needs real objects (the
+   * transfer engine over the real store describes the chain) sets `sealWith`, e.g. the real Store's seal.
+   */
+  sealWith: ((overlay: { path: string; parent: string }) => Promise<ImportedLayer>) | undefined;
+
+  async seal(overlay: { path: string; parent: string }): Promise<ImportedLayer> {
+    this.calls.push(`seal ${overlay.path.slice(overlay.path.lastIndexOf('/') + 1)} ${overlay.parent}`);
+    if (this.sealWith !== undefined) return this.sealWith(overlay);
+    const id = createHash('sha256').update(`sealed ${overlay.path}`).digest('hex');
+    this.objects.set(id, { size: 100, format: 'qcow2' });
+    return { id, parent: overlay.parent, size: 100, virtualSize: 200 };
+  }
+
   async remove(id: string): Promise<void> {
     this.calls.push(`remove ${id}`);
     this.objects.delete(id);

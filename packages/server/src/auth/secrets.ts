@@ -2,9 +2,10 @@
 // (not a KDF) is enough because the secret has full entropy: nothing to brute-force.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { TOKEN_PATTERN, TOKEN_PREFIX } from '@roamdesk/api';
+import { DEVICE_TOKEN_PATTERN, DEVICE_TOKEN_PREFIX, TOKEN_PATTERN, TOKEN_PREFIX } from '@roamdesk/api';
 
 const tokenRe = new RegExp(TOKEN_PATTERN);
+const deviceTokenRe = new RegExp(DEVICE_TOKEN_PATTERN);
 
 export function generateToken(): string {
   return TOKEN_PREFIX + randomBytes(32).toString('base64url');
@@ -13,6 +14,15 @@ export function generateToken(): string {
 /** Cheap shape check before any database lookup. */
 export function looksLikeToken(value: string): boolean {
   return value.length === TOKEN_PREFIX.length + 43 && tokenRe.test(value);
+}
+
+/** A device credential (`rdd_…`): the same strength, another prefix, so the two kinds never mix. */
+export function generateDeviceToken(): string {
+  return DEVICE_TOKEN_PREFIX + randomBytes(32).toString('base64url');
+}
+
+export function looksLikeDeviceToken(value: string): boolean {
+  return value.length === DEVICE_TOKEN_PREFIX.length + 43 && deviceTokenRe.test(value);
 }
 
 export function hashToken(token: string): string {

@@ -3,11 +3,13 @@
 // PostgreSQL; the one place the dialects differ (auto-increment ids) goes through autoIncrementId().
 //
 // Rules: never edit a migration once released; add a new one. Names sort in order of application.
-// Room left for later migrations: devices, leases, operations, desktop_layers.
+// Room left for later migrations: desktop_layers.
 //
 // 0001_initial: users, tokens, images, desktops, events.
 // 0002_image_versions: image_versions, one row per published version; existing images are backfilled as their
 //   own version 1 with one INSERT … SELECT in plain SQL that both dialects read the same way.
+// 0004_leases: devices; the lease columns of desktops (lease_state, lease_device_id, lease_since,
+//   replicated_top_object_id, replicated_at; lease_since backfilled from created_at); operations.
 
 import { type Kysely, type Migration, type MigrationResultSet, Migrator, PostgresAdapter, sql } from 'kysely';
 import type { Database } from './schema.ts';
@@ -154,11 +156,66 @@ const m0003_uploaded_objects: Migration = {
   },
 };
 
+const m0004_leases: Migration = {
+  async up(db: AnyDb) {
+    await db.schema
+      .createTable('devices')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('credential_hash', 'text', (c) => c.notNull().unique())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('last_seen_at', 'text')
+      .addColumn('revoked_at', 'text')
+      .execute();
+    await db.schema.createIndex('devices_user_id').on('devices').column('user_id').execute();
+
+    // SQLite adds one column per ALTER TABLE; a NOT NULL column needs its default. No foreign key on
+    // lease_device_id: SQLite could not drop such a column again, and devices are never deleted while they
+    // can hold a lease (only with their user, who cannot be deleted while owning desktops).
+    await db.schema
+      .alterTable('desktops')
+      .addColumn('lease_state', 'text', (c) =>
+        c.notNull().defaultTo('server').check(sql`lease_state in ('server', 'checking-out', 'checked-out')`),
+      )
+      .execute();
+    for (const column of ['lease_device_id', 'lease_since', 'replicated_top_object_id', 'replicated_at']) {
+      await db.schema.alterTable('desktops').addColumn(column, 'text').execute();
+    }
+    await sql`UPDATE desktops SET lease_since = created_at`.execute(db);
+
+    await db.schema
+      .createTable('operations')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('kind', 'text', (c) => c.notNull().check(sql`kind in ('checkout', 'replicate', 'checkin', 'rollback')`))
+      .addColumn('desktop_id', 'text', (c) => c.notNull().references('desktops.id').onDelete('cascade'))
+      .addColumn('device_id', 'text')
+      .addColumn('user_id', 'text')
+      .addColumn('state', 'text', (c) => c.notNull().check(sql`state in ('running', 'succeeded', 'failed', 'cancelled')`))
+      .addColumn('progress', 'text', (c) => c.notNull())
+      .addColumn('result', 'text')
+      .addColumn('error', 'text')
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('operations_desktop_id').on('operations').columns(['desktop_id', 'created_at']).execute();
+  },
+
+  async down(db: AnyDb) {
+    await db.schema.dropTable('operations').execute();
+    for (const column of ['replicated_at', 'replicated_top_object_id', 'lease_since', 'lease_device_id', 'lease_state']) {
+      await db.schema.alterTable('desktops').dropColumn(column).execute();
+    }
+    await db.schema.dropTable('devices').execute();
+  },
+};
+
 /** Every migration, by name. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = {
   '0001_initial': m0001_initial,
   '0002_image_versions': m0002_image_versions,
   '0003_uploaded_objects': m0003_uploaded_objects,
+  '0004_leases': m0004_leases,
 };
 
 export class MigrationError extends Error {

@@ -6,7 +6,7 @@
 // - sizes are bigint (PG int8 is parsed to a JS number by db/postgres.ts; SQLite integers are 64-bit already);
 // - JSON is text.
 
-import type { Generated } from 'kysely';
+import type { ColumnType, Generated } from 'kysely';
 
 export interface UsersTable {
   id: string;
@@ -74,7 +74,7 @@ export interface DesktopsTable {
   initrd: string | null;
   append: string | null;
   state: DesktopStateColumn;
-  /** Lease holder: 'server' (later also a device id). */
+  /** Lease holder: 'server', or 'device' while a device holds the lease (lease_state says more). */
   location: string;
   /** Fencing token: bumped by every lease move (check-out, check-in, rollback). */
   lease_generation: number;
@@ -86,6 +86,54 @@ export interface DesktopsTable {
    * start (and later while a device holds the lease). The name has a random part, hence stored here.
    */
   overlay_path: string | null;
+  created_at: string;
+  updated_at: string;
+  /** Migration 0004: where the lease is. 'server' by default; every move is one compare-and-set UPDATE. */
+  lease_state: ColumnType<LeaseStateColumn, LeaseStateColumn | undefined, LeaseStateColumn>;
+  /** The device holding the lease (checking-out, checked-out); null at the server. */
+  lease_device_id: string | null;
+  /** When the lease moved to its holder; null for rows from before 0004 (read as created_at). */
+  lease_since: string | null;
+  /**
+   * While a device holds the lease: the newest state the server holds a copy of (the sealed check-out point, then
+   * each replication). Rollback returns the chain here. Null at the server (it is top_object_id then).
+   */
+  replicated_top_object_id: string | null;
+  replicated_at: string | null;
+}
+
+export type LeaseStateColumn = 'server' | 'checking-out' | 'checked-out';
+
+/** Migration 0004: registered client machines. The credential is stored only as a SHA-256 hash. */
+export interface DevicesTable {
+  id: string;
+  user_id: string;
+  name: string;
+  credential_hash: string;
+  created_at: string;
+  last_seen_at: string | null;
+  revoked_at: string | null;
+}
+
+export type OperationKindColumn = 'checkout' | 'replicate' | 'checkin' | 'rollback';
+export type OperationStateColumn = 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+/** Migration 0004: long operations (check-out, replicate, check-in, rollback) with progress and a result. */
+export interface OperationsTable {
+  id: string;
+  kind: OperationKindColumn;
+  /** Operations go with their desktop (foreign key, cascade). */
+  desktop_id: string;
+  device_id: string | null;
+  /** Who started it (no foreign key: the log outlives users). */
+  user_id: string | null;
+  state: OperationStateColumn;
+  /** JSON OperationProgress. */
+  progress: string;
+  /** JSON object or null. */
+  result: string | null;
+  /** JSON { code, message } or null. */
+  error: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -118,4 +166,6 @@ export interface Database {
   desktops: DesktopsTable;
   events: EventsTable;
   uploaded_objects: UploadedObjectsTable;
+  devices: DevicesTable;
+  operations: OperationsTable;
 }

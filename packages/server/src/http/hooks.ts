@@ -9,9 +9,16 @@ import { toErrorResponse } from './error-response.ts';
 /** How a route is protected. Routes that say nothing require a logged-in user (safe default). */
 export type AuthMode = 'none' | 'user' | 'admin';
 
+/**
+ * Which bearer a route takes: 'device' = only a device credential (lease calls); 'session' = only a session
+ * token (registering a device, logging out). Unset: either.
+ */
+export type CredentialKind = 'device' | 'session';
+
 declare module 'fastify' {
   interface FastifyContextConfig {
     auth?: AuthMode;
+    credential?: CredentialKind;
   }
   interface FastifyRequest {
     caller: Caller | null;
@@ -51,6 +58,15 @@ export function installAuth(app: FastifyInstance, ctx: AppContext): void {
     const caller = await authenticate(ctx, request.headers.authorization);
     request.caller = caller;
     // The role check comes before any lookup, so a non-admin learns nothing about what exists.
-    if (mode === 'admin' && caller.role !== 'admin') throw new ApiError('FORBIDDEN', 'This action needs an administrator.');
+    if (mode === 'admin' && caller.role !== 'admin') {
+      throw new ApiError('FORBIDDEN', caller.deviceId === undefined ? 'This action needs an administrator.' : 'This action needs an administrator session, not a device credential.');
+    }
+    const credential = request.routeOptions.config.credential;
+    if (credential === 'device' && caller.deviceId === undefined) {
+      throw new ApiError('FORBIDDEN', 'This call is made by a registered device: use the device credential (roamdesk device register), not a session token.');
+    }
+    if (credential === 'session' && caller.deviceId !== undefined) {
+      throw new ApiError('FORBIDDEN', 'This call needs a user session (roamdesk login), not a device credential.');
+    }
   });
 }

@@ -60,6 +60,8 @@ export const authRoutes: RoutePlugin = (ctx) => (app, _options, done) => {
   app.post(
     '/auth/logout',
     {
+      // A device credential is revoked with DELETE /devices/:id, not logged out.
+      config: { credential: 'session' },
       schema: { tags: ['auth'], summary: 'Revoke the token of this request', response: { 204: NoContent, ...errorResponses } },
     },
     async (request, reply) => {

@@ -21,6 +21,7 @@ import { type DesktopView, findDesktopById } from '../db/repositories/desktops.t
 import { callerOf } from '../http/hooks.ts';
 import { visibleDesktop } from '../services/access.ts';
 import { describeError } from '../services/audit.ts';
+import { checkedOut } from '../services/checked-out.ts';
 import { toRuntimeDesktop } from '../services/paths.ts';
 import { errorResponses, type RoutePlugin } from './common.ts';
 
@@ -34,7 +35,7 @@ interface Admitted {
 
 /** The same checks for issuing a token and for opening the socket: the lease is here and the VM runs. */
 function requireConsoleable(d: DesktopView): void {
-  if (d.location !== 'server') throw new ApiError('CHECKED_OUT', `desktop "${d.name}" is checked out`);
+  if (d.location !== 'server') throw checkedOut(d);
   if (d.state !== 'running') throw new ApiError('DESKTOP_NOT_RUNNING', `desktop "${d.name}" is ${d.state}`, { state: d.state });
 }
 

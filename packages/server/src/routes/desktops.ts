@@ -22,6 +22,7 @@ import { findUserByName } from '../db/repositories/users.ts';
 import { conflict, notFound } from '../errors.ts';
 import { callerOf } from '../http/hooks.ts';
 import { visibleDesktop } from '../services/access.ts';
+import { checkedOut } from '../services/checked-out.ts';
 import { requireRegularFile } from '../services/files.ts';
 import { restartDesktop, startDesktop, stopDesktop } from '../services/lifecycle.ts';
 import { toRuntimeDesktop } from '../services/paths.ts';
@@ -59,6 +60,11 @@ async function createDesktop(ctx: AppContext, body: CreateDesktopRequest): Promi
       overlay_path: null, // created at first start (services/lifecycle.ts)
       created_at: now,
       updated_at: now,
+      lease_state: 'server',
+      lease_device_id: null,
+      lease_since: now,
+      replicated_top_object_id: null,
+      replicated_at: null,
     });
   } catch (err) {
     if (isUniqueViolation(err)) throw conflict(`desktop "${body.name}" already exists`, { name: body.name });
@@ -117,7 +123,7 @@ export const desktopRoutes: RoutePlugin = (ctx) => (app, _options, done) => {
       const { name } = request.params;
       const d = await visibleDesktop(ctx.db, caller, name);
       await ctx.audit.run({ actor: caller, action: 'desktop.delete', desktopId: d.id, target: name }, async () => {
-        if (d.location !== 'server') throw new ApiError('CHECKED_OUT', `desktop "${name}" is checked out`);
+        if (d.location !== 'server') throw checkedOut(d);
         if (!(await deleteDesktopAtRest(ctx.db, d.id))) {
           const now = await findDesktopById(ctx.db, d.id);
           throw new ApiError('DESKTOP_RUNNING', `desktop "${name}" is ${now?.state ?? 'busy'}; stop it first`, { state: now?.state ?? null });
@@ -186,7 +192,7 @@ export const desktopRoutes: RoutePlugin = (ctx) => (app, _options, done) => {
       const caller = callerOf(request);
       const d = await visibleDesktop(ctx.db, caller, request.params.name);
       const stream = await ctx.audit.run({ actor: caller, action: 'desktop.export', desktopId: d.id, target: d.name }, async () => {
-        if (d.location !== 'server') throw new ApiError('CHECKED_OUT', `desktop "${d.name}" is checked out`);
+        if (d.location !== 'server') throw checkedOut(d);
         // qemu-img must never read a chain a running VM writes to (reliability.md R9).
         if (d.state !== 'stopped' && d.state !== 'error') {
           throw new ApiError('DESKTOP_RUNNING', `desktop "${d.name}" is ${d.state}; stop it to export`, { state: d.state });

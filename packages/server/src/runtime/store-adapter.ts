@@ -10,6 +10,7 @@ export function storeAdapter(store: Store): ObjectStore {
     createOverlay: (parentId, options) => store.createOverlay(parentId, options),
     importDifference: (parentId, targetId) => store.importDifference(parentId, targetId),
     has: (id) => store.has(id),
+    seal: (overlay) => store.seal(overlay),
     async remove(id) {
       try {
         await store.remove(id);

@@ -9,13 +9,14 @@ import { ApiError, statusForCode } from '@roamdesk/api';
 import type { AppContext } from '../context.ts';
 import { type DesktopView, findDesktopById, setOverlayPath, setState, transitionState } from '../db/repositories/desktops.ts';
 import type { DesktopStateColumn } from '../db/schema.ts';
+import { checkedOut } from './checked-out.ts';
 import { relativeOverlayPath, toRuntimeDesktop } from './paths.ts';
 
 type Ctx = Pick<AppContext, 'db' | 'store' | 'runtime' | 'paths' | 'config' | 'nowIso'>;
 
 /** Why a transition from `desktop`'s current state was refused. */
 function refusal(desktop: DesktopView, wanted: 'start' | 'stop'): ApiError {
-  if (desktop.location !== 'server') return new ApiError('CHECKED_OUT', `desktop "${desktop.name}" is checked out`);
+  if (desktop.location !== 'server') return checkedOut(desktop);
   const s = desktop.state;
   if (s === 'starting' || s === 'stopping') {
     return new ApiError('DESKTOP_BUSY', `desktop "${desktop.name}" is ${s}`, { state: s });
@@ -26,7 +27,7 @@ function refusal(desktop: DesktopView, wanted: 'start' | 'stop'): ApiError {
 }
 
 /** Errors with an engine code pass through (their status comes from the api catalog); others are wrapped. */
-function runtimeFailure(err: unknown, desktop: DesktopView, verb: string): unknown {
+export function runtimeFailure(err: unknown, desktop: DesktopView, verb: string): unknown {
   if (err instanceof ApiError) return err;
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && statusForCode(code) !== undefined) return err;

@@ -1,9 +1,21 @@
-import type { Desktop } from '@roamdesk/api';
-import type { Kysely, Selectable } from 'kysely';
-import type { Database, DesktopStateColumn, DesktopsTable } from '../schema.ts';
+import type { Desktop, Lease } from '@roamdesk/api';
+import type { Kysely, Selectable, Updateable } from 'kysely';
+import type { Database, DesktopStateColumn, DesktopsTable, LeaseStateColumn } from '../schema.ts';
 
 export type DesktopRow = Selectable<DesktopsTable>;
-export type DesktopView = DesktopRow & { owner_name: string; image_name: string };
+export type DesktopView = DesktopRow & { owner_name: string; image_name: string; lease_device_name: string | null };
+
+export function toApiLease(row: DesktopView): Lease {
+  return {
+    generation: Number(row.lease_generation),
+    deviceId: row.lease_device_id,
+    deviceName: row.lease_device_name,
+    since: row.lease_since ?? row.created_at,
+    state: row.lease_state,
+    replicatedTopObjectId: row.replicated_top_object_id ?? row.top_object_id,
+    replicatedAt: row.replicated_at,
+  };
+}
 
 export function toApiDesktop(row: DesktopView): Desktop {
   return {
@@ -19,6 +31,7 @@ export function toApiDesktop(row: DesktopView): Desktop {
     state: row.state,
     location: row.location,
     leaseGeneration: Number(row.lease_generation),
+    lease: toApiLease(row),
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -29,8 +42,9 @@ function selectView(db: Kysely<Database>) {
     .selectFrom('desktops')
     .innerJoin('users', 'users.id', 'desktops.owner_id')
     .innerJoin('images', 'images.id', 'desktops.image_id')
+    .leftJoin('devices', 'devices.id', 'desktops.lease_device_id')
     .selectAll('desktops')
-    .select(['users.name as owner_name', 'images.name as image_name']);
+    .select(['users.name as owner_name', 'images.name as image_name', 'devices.name as lease_device_name']);
 }
 
 /** All desktops, or only those of one owner. */
@@ -91,4 +105,65 @@ export async function deleteDesktopAtRest(db: Kysely<Database>, id: string): Pro
     .where('location', '=', 'server')
     .executeTakeFirst();
   return Number(r.numDeletedRows) > 0;
+}
+
+/** What a lease move expects to find: the generation and state it was decided on (and more, when given). */
+export interface LeaseExpectation {
+  generation: number;
+  state: LeaseStateColumn;
+  deviceId?: string | null;
+  /** The replicated top the move was validated against (replicate, check-in). */
+  replicatedTop?: string | null;
+  /** Only when the server VM is in one of these states. */
+  desktopStates?: readonly DesktopStateColumn[];
+  /** Only when the desktop has no writable overlay on the server (it was sealed at check-out). */
+  noOverlay?: boolean;
+}
+
+/**
+ * Move the lease: ONE compare-and-set UPDATE on (id, generation, lease state, …), like transitionState. Of two
+ * racing moves exactly one matches; the caller of the other reloads the row to say why it lost.
+ */
+export async function moveLease(
+  db: Pick<Kysely<Database>, 'updateTable'>,
+  id: string,
+  expect: LeaseExpectation,
+  set: Updateable<DesktopsTable>,
+): Promise<boolean> {
+  let q = db
+    .updateTable('desktops')
+    .set(set)
+    .where('id', '=', id)
+    .where('lease_generation', '=', expect.generation)
+    .where('lease_state', '=', expect.state);
+  if (expect.deviceId !== undefined) {
+    q = expect.deviceId === null ? q.where('lease_device_id', 'is', null) : q.where('lease_device_id', '=', expect.deviceId);
+  }
+  if (expect.replicatedTop !== undefined) {
+    q = expect.replicatedTop === null ? q.where('replicated_top_object_id', 'is', null) : q.where('replicated_top_object_id', '=', expect.replicatedTop);
+  }
+  if (expect.desktopStates !== undefined) q = q.where('state', 'in', expect.desktopStates);
+  if (expect.noOverlay === true) q = q.where('overlay_path', 'is', null);
+  const r = await q.executeTakeFirst();
+  return Number(r.numUpdatedRows) > 0;
+}
+
+/**
+ * The overlay at `overlayPath` was sealed into `layerId` (whose parent is the old top): the chain moves up by one
+ * layer, whoever holds the lease. Conditional on the overlay still being the recorded one.
+ */
+export async function recordSealedOverlay(db: Kysely<Database>, id: string, overlayPath: string, layerId: string, at: string): Promise<boolean> {
+  const r = await db
+    .updateTable('desktops')
+    .set((eb) => ({
+      top_object_id: layerId,
+      overlay_path: null,
+      // While checking out, the sealed layer is what the device receives: the server holds it.
+      replicated_top_object_id: eb.case().when('lease_state', '!=', 'server').then(layerId).else(null).end(),
+      updated_at: at,
+    }))
+    .where('id', '=', id)
+    .where('overlay_path', '=', overlayPath)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) > 0;
 }
