@@ -8,7 +8,7 @@ export { classifyExit, type ExitFacts, type VmExit, type VmExitReason } from './
 export { detectAccel } from './node/detect-accel.ts';
 export { startVm, type RunRecord, type StartVmOptions, type VmLifetime } from './node/start-vm.ts';
 export { attachVm } from './node/attach-vm.ts';
-export { isRunning, readCmdline } from './node/proc.ts';
+export { isQemuFor, isRunning, readCmdline, readPidFile } from './node/proc.ts';
 export { readTail } from './node/files.ts';
 export { Vm, type PowerDownOptions, type ProcessExit, type VmProcess, type VmState, type WaitForSerialOptions } from './node/vm.ts';
 

@@ -1,0 +1,176 @@
+// The local VM of a checked-out desktop: QEMU on the local chain (image + layers + the local overlay), run
+// files in `<ROAMDESK_HOME>/vms/<desktop id>/` (0700; QMP and VNC on UNIX sockets there, VNC 0600).
+//
+// The VM is started `detached`, so it outlives the `roamdesk start` that launched it; later commands find it by
+// its pidfile and QMP socket (the pid must be a QEMU serving this run dir's socket, so a recycled pid is never
+// mistaken for it). They talk QMP directly and let go: no command keeps a watcher alive, so the CLI exits.
+//
+// A window when a display exists (DISPLAY or WAYLAND_DISPLAY; ROAMDESK_DISPLAY=none|gtk|sdl overrides),
+// otherwise headless with VNC on the socket only (`roamdesk console NAME` serves a local noVNC page for it).
+
+import { access, mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { isUuid } from '@roamdesk/api';
+import { detectAccel, isQemuFor, isRunning, readPidFile, readTail, runPaths, startVm, type DisplayKind, type VmConfig, type VmPaths } from '@roamdesk/qemu';
+import { QmpClient } from '@roamdesk/qmp';
+import type { Store } from '@roamdesk/store';
+
+import { DeviceError } from './errors.ts';
+import type { LocalDesktop } from './records.ts';
+
+export const VMS_DIR = 'vms';
+/** The qdev id of the disk (buildQemuArgs' default), used to find the active node for live sealing. */
+export const DISK_DEVICE = 'disk0';
+
+export interface LocalVmInfo {
+  running: boolean;
+  pid: number | null;
+  runDir: string;
+  paths: VmPaths;
+}
+
+export function localRunDir(home: string, desktopId: string): string {
+  if (!isUuid(desktopId)) throw new DeviceError('DEVICE_ERR_STATE_INVALID', 'desktop id is not a UUID', { desktopId: String(desktopId).slice(0, 80) });
+  return join(home, VMS_DIR, desktopId);
+}
+
+/** Which display the local VM gets. */
+export function chooseDisplay(env: Readonly<Record<string, string | undefined>> = process.env): DisplayKind {
+  const forced = env['ROAMDESK_DISPLAY'];
+  if (forced === 'none' || forced === 'gtk' || forced === 'sdl') return forced;
+  const has = (k: string): boolean => (env[k] ?? '') !== '';
+  return has('DISPLAY') || has('WAYLAND_DISPLAY') ? 'gtk' : 'none';
+}
+
+export async function localVm(home: string, desktopId: string): Promise<LocalVmInfo> {
+  const runDir = localRunDir(home, desktopId);
+  const paths = runPaths(runDir);
+  const pid = await readPidFile(paths.pid);
+  if (pid !== null && (await isQemuFor(pid, paths.qmp))) return { running: true, pid, runDir, paths };
+  return { running: false, pid: null, runDir, paths };
+}
+
+/** The serial console log of the last (or current) local VM. */
+export async function localSerialLog(home: string, desktopId: string, tailBytes: number): Promise<string> {
+  const { paths } = await localVm(home, desktopId);
+  try {
+    return await readTail(paths.serial, tailBytes);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw err;
+  }
+}
+
+export interface StartLocalOptions {
+  display?: DisplayKind;
+  timeoutMs?: number;
+  /** Replace the kernel command line (tests choose the guest workload with it). */
+  append?: string;
+}
+
+export async function startLocalVm(home: string, store: Store, rec: LocalDesktop, opts: StartLocalOptions = {}): Promise<LocalVmInfo> {
+  const current = await localVm(home, rec.desktopId);
+  if (current.running) {
+    throw new DeviceError('DEVICE_ERR_VM_RUNNING', `the local VM of ${rec.name} is already running (pid ${String(current.pid)})`, {
+      desktop: rec.name, pid: current.pid, hint: `roamdesk console ${rec.name} opens its screen`,
+    });
+  }
+  if (rec.overlay === null) throw new DeviceError('DEVICE_ERR_LEASE_STATE', `desktop ${rec.name} has no local overlay yet`, { desktop: rec.name, hint: `finish the check-out: roamdesk checkout ${rec.name}` });
+  const c = rec.config;
+  for (const f of [c.kernel, c.initrd]) {
+    if (f !== null && !(await access(f).then(() => true, () => false))) {
+      throw new DeviceError('DEVICE_ERR_VM_CONFIG', `the desktop boots the kernel file ${f}, which this machine does not have`, {
+        desktop: rec.name, file: f, hint: 'copy the kernel and initrd to the same paths on this machine',
+      });
+    }
+  }
+  const append = opts.append ?? c.append;
+  const config: VmConfig = {
+    name: `roamdesk-${rec.desktopId}`,
+    memoryMiB: c.memoryMiB,
+    cpus: c.cpus,
+    accel: await detectAccel(),
+    disk: { nodes: await store.diskNodes(rec.overlay), deviceId: DISK_DEVICE },
+    display: opts.display ?? chooseDisplay(),
+    noReboot: true,
+    ...(c.kernel !== null ? { kernel: { path: c.kernel, ...(c.initrd !== null ? { initrd: c.initrd } : {}), ...(append !== null ? { append } : {}) } } : {}),
+  };
+  await mkdir(join(home, VMS_DIR), { recursive: true, mode: 0o700 });
+  // The previous run's serial log would otherwise be appended to (QEMU opens it for writing): start clean.
+  await rm(current.paths.serial, { force: true });
+  const vm = await startVm(config, { runDir: current.runDir, lifetime: 'detached', timeoutMs: opts.timeoutMs ?? 60_000 });
+  await vm.qmp.close().catch(() => undefined);
+  return { running: true, pid: vm.pid, runDir: current.runDir, paths: current.paths };
+}
+
+async function waitGone(pid: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (!(await isRunning(pid))) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return !(await isRunning(pid));
+}
+
+export interface StopResult {
+  wasRunning: boolean;
+  /** 'powerdown': the guest shut down; 'quit'/'killed': forced after the timeout. */
+  how: 'not-running' | 'powerdown' | 'quit' | 'killed';
+}
+
+/** Graceful ACPI power-down; after `timeoutMs` QMP quit, then SIGKILL of exactly this pid (unless force is false). */
+export async function stopLocalVm(home: string, desktopId: string, opts: { timeoutMs?: number; force?: boolean } = {}): Promise<StopResult> {
+  const vm = await localVm(home, desktopId);
+  if (!vm.running || vm.pid === null) return { wasRunning: false, how: 'not-running' };
+  const pid = vm.pid;
+  let how: StopResult['how'] = 'powerdown';
+  const qmp = await QmpClient.connect(vm.paths.qmp, { timeoutMs: 10_000 }).catch(() => null);
+  try {
+    await qmp?.execute('system_powerdown', undefined, { timeoutMs: 5000 }).catch(() => undefined);
+    if (!(await waitGone(pid, opts.timeoutMs ?? 60_000))) {
+      if (opts.force === false) {
+        throw new DeviceError('DEVICE_ERR_VM_RUNNING', `the local VM did not power down within ${opts.timeoutMs ?? 60_000} ms`, { pid });
+      }
+      how = 'quit';
+      await qmp?.execute('quit', undefined, { timeoutMs: 5000 }).catch(() => undefined);
+      if (!(await waitGone(pid, 10_000))) {
+        how = 'killed';
+        if (await isQemuFor(pid, vm.paths.qmp)) process.kill(pid, 'SIGKILL');
+        await waitGone(pid, 10_000);
+      }
+    }
+  } finally {
+    await qmp?.close().catch(() => undefined);
+  }
+  await cleanRunFiles(vm.paths);
+  return { wasRunning: true, how };
+}
+
+/** Sockets, pidfile and vm.json of a VM that is gone; the serial log stays for `roamdesk logs`. */
+export async function cleanRunFiles(paths: VmPaths): Promise<void> {
+  for (const f of [paths.qmp, paths.vnc, paths.pid, paths.spec]) await rm(f, { force: true });
+}
+
+/** Remove the whole run dir (after check-in or quarantine), when no VM runs. */
+export async function removeRunDir(home: string, desktopId: string): Promise<void> {
+  const vm = await localVm(home, desktopId);
+  if (vm.running) throw new DeviceError('DEVICE_ERR_VM_RUNNING', 'the local VM runs', { pid: vm.pid });
+  await rm(vm.runDir, { recursive: true, force: true });
+}
+
+/** Run `fn` with a QMP connection to the running local VM and the node its disk writes to now. */
+export async function withLocalQmp<T>(home: string, desktopId: string, fn: (qmp: QmpClient, activeNode: string) => Promise<T>): Promise<T> {
+  const vm = await localVm(home, desktopId);
+  if (!vm.running) throw new DeviceError('DEVICE_ERR_VM_NOT_RUNNING', 'the local VM does not run', {});
+  const qmp = await QmpClient.connect(vm.paths.qmp, { timeoutMs: 10_000 });
+  try {
+    const blocks = await qmp.execute('query-block');
+    const disk = blocks.find((b) => b.qdev?.includes(`/peripheral/${DISK_DEVICE}/`) === true || b.qdev === DISK_DEVICE);
+    const node = disk?.inserted?.['node-name'];
+    if (node === undefined) throw new DeviceError('DEVICE_ERR_VM_CONFIG', `the local VM has no ${DISK_DEVICE} disk`, {});
+    return await fn(qmp, node);
+  } finally {
+    await qmp.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,211 @@
+// The device agent's local pieces without a server: the monotonic clock (injected time sources), offline
+// grants (signature, expiry, offline time, clock set back), local records, the per-desktop lock, and the
+// quarantine (real qemu-img on tiny images: moved, listed, exported identical).
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { generateKeyPairSync, sign } from 'node:crypto';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import type { GrantBody } from '@roamdesk/api';
+import { Store } from '@roamdesk/store';
+
+import { advance, checkGrant, DeviceClock, exportQuarantine, listQuarantine, lockDesktop, offlineElapsed, quarantineDesktop, RecordStore, verifyGrant, type LocalDesktop, type TimeSource } from '../src/device/index.ts';
+
+const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+const PEM = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+
+function grantOf(body: GrantBody, key = privateKey): string {
+  const payload = Buffer.from(JSON.stringify(body)).toString('base64url');
+  return `${payload}.${sign(null, Buffer.from(payload, 'ascii'), key).toString('base64url')}`;
+}
+
+const DESKTOP_ID = '11111111-2222-4333-8444-555555555555';
+const DEVICE_ID = 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee';
+
+function body(over: Partial<GrantBody> = {}): GrantBody {
+  return {
+    desktop: 'work', desktopId: DESKTOP_ID, deviceId: DEVICE_ID, generation: 3, issuedAt: '2030-01-01T00:00:00.000Z',
+    expiresAt: '2030-01-08T00:00:00.000Z', maxOfflineSeconds: 3600, ...over,
+  };
+}
+
+/** A controllable machine: boot id, uptime and wall clock. */
+function fakeTime(start: { boot?: string; uptime?: number; wall: number }) {
+  const t = { boot: start.boot ?? 'boot-1', uptime: start.uptime ?? 100, wall: start.wall };
+  const source: TimeSource = { bootId: () => Promise.resolve(t.boot), uptimeSeconds: () => Promise.resolve(t.uptime), wallMs: () => t.wall };
+  return {
+    t, source,
+    /** Real time passes: both clocks move. */
+    pass(seconds: number) {
+      t.uptime += seconds;
+      t.wall += seconds * 1000;
+    },
+  };
+}
+
+describe('device clock', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'roamdesk-clock-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('within one boot counts uptime, whatever the wall clock does', () => {
+    const s0 = advance(null, { bootId: 'b', uptime: 10, wallMs: 1_000_000 }, () => 'e');
+    const s1 = advance(s0, { bootId: 'b', uptime: 70, wallMs: 1_000_000 - 86_400_000 }); // clock set back a day
+    assert.equal(s1.elapsed, 60);
+    assert.equal(s1.trustedWallMs, 1_000_000 + 60_000, 'the trusted wall clock keeps advancing');
+    const s2 = advance(s1, { bootId: 'b', uptime: 80, wallMs: 5_000_000 }); // set forward: counts as time passed
+    assert.equal(s2.elapsed, 70);
+    assert.equal(s2.trustedWallMs, 5_000_000);
+  });
+
+  it('across a reboot uses the wall clock from the highest value seen, never negatively', () => {
+    const s0 = advance(null, { bootId: 'b1', uptime: 500, wallMs: 10_000_000 }, () => 'e');
+    const back = advance(s0, { bootId: 'b2', uptime: 5, wallMs: 10_000_000 - 3_600_000 });
+    assert.equal(back.elapsed, 0, 'a clock set back while powered off adds nothing');
+    assert.equal(back.trustedWallMs, 10_000_000, 'and does not lower the trusted clock');
+    const later = advance(back, { bootId: 'b2', uptime: 65, wallMs: 10_000_000 - 3_600_000 + 60_000 });
+    assert.equal(later.elapsed, 60);
+    const reboot = advance(later, { bootId: 'b3', uptime: 1, wallMs: later.trustedWallMs + 7_200_000 });
+    assert.equal(reboot.elapsed, 60 + 7200);
+  });
+
+  it('persists in ROAMDESK_HOME; a lost clock file makes the offline time unknown', async () => {
+    const m = fakeTime({ wall: Date.parse('2030-01-01T00:00:00Z') });
+    const clock = new DeviceClock(join(dir, 'a'), m.source);
+    const first = await clock.now();
+    m.pass(120);
+    const second = await clock.now();
+    assert.equal(offlineElapsed(first, second), 120);
+    assert.equal((await stat(clock.file)).mode & 0o777, 0o600);
+    await rm(clock.file);
+    const fresh = await clock.now();
+    assert.equal(offlineElapsed(first, fresh), Number.POSITIVE_INFINITY);
+  });
+});
+
+describe('offline grants', () => {
+  it('verifies the server signature and refuses forgeries and other keys', () => {
+    const g = grantOf(body());
+    assert.equal(verifyGrant(g, PEM).desktop, 'work');
+    const [payload, sig] = g.split('.') as [string, string];
+    const forged = `${Buffer.from(JSON.stringify(body({ maxOfflineSeconds: 10_000_000 }))).toString('base64url')}.${sig}`;
+    assert.throws(() => verifyGrant(forged, PEM), { code: 'DEVICE_ERR_GRANT_INVALID' });
+    const other = generateKeyPairSync('ed25519').privateKey;
+    assert.throws(() => verifyGrant(grantOf(body(), other), PEM), { code: 'DEVICE_ERR_GRANT_INVALID' });
+    assert.throws(() => verifyGrant(`${payload}`, PEM), { code: 'DEVICE_ERR_GRANT_INVALID' });
+  });
+
+  it('allows a start within maxOfflineSeconds and before expiresAt; setting the clock back extends nothing', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'roamdesk-grant-'));
+    try {
+      const m = fakeTime({ wall: Date.parse('2030-01-01T00:00:00Z') });
+      const clock = new DeviceClock(dir, m.source);
+      const expect = { desktop: 'work', deviceId: DEVICE_ID, generation: 3 };
+      const b = body({ maxOfflineSeconds: 600 });
+      const contact = await clock.now();
+      m.pass(300);
+      assert.equal(checkGrant(b, expect, contact, await clock.now()).ok, true);
+      m.pass(301);
+      const late = checkGrant(b, expect, contact, await clock.now());
+      assert.equal(late.ok, false);
+      assert.match(late.reason ?? '', /without server contact/);
+      // The user sets the clock back by an hour: still expired.
+      m.t.wall -= 3_600_000;
+      assert.equal(checkGrant(b, expect, contact, await clock.now()).ok, false);
+      // ... and after a reboot with the clock set back, too.
+      m.t.boot = 'boot-2';
+      m.t.uptime = 3;
+      assert.equal(checkGrant(b, expect, contact, await clock.now()).ok, false);
+      // A grant for another generation or device never counts.
+      assert.equal(checkGrant(body(), { ...expect, generation: 4 }, contact, contact).ok, false);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses after expiresAt by the trusted clock even when the offline time allows it', () => {
+    const contact = { epoch: 'e', elapsed: 0, trustedWallMs: Date.parse('2030-01-07T23:59:00Z') };
+    const now = { epoch: 'e', elapsed: 120, trustedWallMs: Date.parse('2030-01-08T00:01:00Z') };
+    const r = checkGrant(body(), { desktop: 'work', deviceId: DEVICE_ID, generation: 3 }, contact, now);
+    assert.equal(r.ok, false);
+    assert.match(r.reason ?? '', /expired/);
+  });
+});
+
+describe('local records, lock and quarantine', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'roamdesk-device-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('refuses path-like desktop names', async () => {
+    const records = new RecordStore(dir);
+    assert.throws(() => records.file('../x'), { code: 'DEVICE_ERR_STATE_INVALID' });
+    await assert.rejects(lockDesktop(dir, 'a/b', 'x'), { code: 'DEVICE_ERR_STATE_INVALID' });
+  });
+
+  it('one operation per desktop: a live holder is BUSY, a dead one is taken over', async () => {
+    const lock = await lockDesktop(dir, 'work', 'replication');
+    await assert.rejects(lockDesktop(dir, 'work', 'check-in'), { code: 'DEVICE_ERR_BUSY' });
+    await lock.release();
+    // A holder killed mid-transfer (a pid that no longer exists).
+    await writeFile(join(dir, 'locks', 'work.lock'), JSON.stringify({ pid: 2 ** 22 + 12345, what: 'replication' }));
+    const again = await lockDesktop(dir, 'work', 'check-in');
+    await again.release();
+  });
+
+  it('moves unsent layers and the overlay to quarantine, lists it, and exports the chain identical', async () => {
+    const home = join(dir, 'home');
+    const store = await Store.open(join(home, 'store'));
+    const base = join(dir, 'base.qcow2');
+    qemu('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
+    qemu('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 1M', base]);
+    const image = await store.importImage(base, { format: 'qcow2' });
+    const ov1 = await store.createOverlay(image.id);
+    qemu('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x22 1M 1M', ov1.path]);
+    const l1 = await store.seal(ov1);
+    const ov2 = await store.createOverlay(l1.id);
+    qemu('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x33 2M 1M', ov2.path]);
+    const l2 = await store.seal(ov2);
+    const ov3 = await store.createOverlay(l2.id);
+    qemu('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x44 3M 1M', ov3.path]);
+    const expected = join(dir, 'expected.qcow2');
+    await store.exportChain(ov3, expected);
+
+    const d = (o: typeof image) => ({ id: o.id, kind: o.kind, parent: o.parent, size: o.size, virtualSize: o.virtualSize });
+    const rec: LocalDesktop = {
+      version: 1, name: 'work', desktopId: DESKTOP_ID, server: 'http://127.0.0.1:1', deviceId: DEVICE_ID, state: 'lost', generation: 3,
+      operation: null, checkedOutAt: new Date().toISOString(), chain: [d(image), d(l1), d(l2)], replicatedTop: l1.id, replicatedAt: null,
+      lastReplication: null, overlay: ov3, grant: null, lastContact: null, config: { memoryMiB: 64, cpus: 1, kernel: null, initrd: null, append: null },
+      garbage: [], lostReason: 'rolled back', maxChainLength: null, layersOperation: null,
+    };
+    const entry = await quarantineDesktop(home, store, rec, 'rolled back by admin');
+    assert.deepEqual(entry.unsentLayers, [l2.id]);
+    assert.equal(await store.has(l2.id), false, 'the unsent layer left the store');
+    assert.equal(await store.has(l1.id), true, 'replicated objects stay');
+    await assert.rejects(stat(ov3.path), 'the overlay moved');
+    assert.ok((await readdir(entry.path)).includes('README.txt'));
+    const listed = await listQuarantine(home);
+    assert.deepEqual(listed.map((e) => e.id), [entry.id]);
+    const out = join(dir, 'out.qcow2');
+    await exportQuarantine(home, entry.id, out);
+    assert.equal(spawnSync('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', 'qcow2', expected, out]).status, 0, 'the export shows what the device saw');
+    await assert.rejects(exportQuarantine(home, '../../etc', out), { code: 'DEVICE_ERR_QUARANTINE' });
+  });
+});
+
+function qemu(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+}
