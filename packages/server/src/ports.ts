@@ -154,8 +154,8 @@ export interface ObjectTransfer {
   /** The chain ending at `top`, bottom (image) first. Objects never change, so this may be cached. */
   chain(top: string): Promise<StoredObjectInfo[]>;
   manifest(id: string, pieceSize: number | undefined): Promise<unknown>;
-  /** Streams pieces as frames; `write` resolves when a chunk is handed to the socket. */
-  pieces(id: string, req: { first: number; count: number; pieceSize: number | undefined; encoding: 'raw' | 'zstd' }, write: (chunk: Buffer) => Promise<void>, signal: AbortSignal): Promise<void>;
+  /** Streams pieces as frames; `write` resolves when a frame is handed to the socket. */
+  pieces(id: string, req: { first: number; count: number; pieceSize: number | undefined; encoding: 'raw' | 'zstd' }, write: (header: Buffer, payload: Buffer) => Promise<void>, signal: AbortSignal): Promise<void>;
   beginUpload(owner: string, manifest: unknown): Promise<UploadStateView>;
   uploadState(owner: string, uploadId: string): Promise<UploadStateView>;
   receiveUpload(owner: string, uploadId: string, body: AsyncIterable<Buffer>): Promise<UploadStateView>;

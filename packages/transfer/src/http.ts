@@ -6,6 +6,7 @@
  */
 import { Agent as HttpAgent, type IncomingMessage, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { Writable } from 'node:stream';
 
 import { TransferError } from './errors.ts';
 
@@ -33,7 +34,7 @@ export interface RequestInit {
   readonly path: string;
   readonly headers?: Record<string, string>;
   /** A whole body, or a producer that writes chunks (awaiting the returned promise is backpressure). */
-  readonly body?: Buffer | ((write: (chunk: Buffer) => Promise<void>) => Promise<void>);
+  readonly body?: Buffer | ((write: (...chunks: Buffer[]) => Promise<void>) => Promise<void>);
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -59,10 +60,10 @@ export async function send(conn: Connection, init: RequestInit): Promise<Incomin
       conn.sent += init.body.length;
       req.end(init.body);
     } else {
-      const write = (chunk: Buffer): Promise<void> => new Promise((res, rej) => {
-        conn.sent += chunk.length;
-        req.write(chunk, (e) => (e ? rej(e) : res()));
-      });
+      const write = (...chunks: Buffer[]): Promise<void> => {
+        for (const c of chunks) conn.sent += c.length;
+        return writeChunks(req, chunks);
+      };
       init.body(write).then(() => req.end(), (e: unknown) => req.destroy(e instanceof Error ? e : new Error(String(e))));
     }
   });
@@ -127,4 +128,23 @@ export function isRetryable(e: unknown): boolean {
     return typeof status === 'number' && (status >= 500 || status === 429);
   }
   return false;
+}
+
+/**
+ * Writes chunks as one writev (cork/uncork) and resolves once they were handed to the socket, so the caller
+ * may reuse the buffers afterwards.
+ */
+export function writeChunks(w: Writable, chunks: readonly Buffer[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (w.destroyed) {
+      reject(new TransferError('XFER_ERR_NETWORK', 'the connection is closed'));
+      return;
+    }
+    w.cork();
+    chunks.forEach((c, i) => {
+      if (i < chunks.length - 1) w.write(c);
+      else w.write(c, (e) => (e ? reject(e) : resolve()));
+    });
+    w.uncork();
+  });
 }

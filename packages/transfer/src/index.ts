@@ -11,7 +11,7 @@ export { uploadObjects, type UploadOptions } from './upload.ts';
 export { UploadRegistry, type UploadLimits } from './upload-registry.ts';
 export { ObjectServer, type PiecesRequest } from './object-server.ts';
 export { findSeedFiles } from './seeds.ts';
-export type { Remote } from './http.ts';
+export { type Remote, writeChunks } from './http.ts';
 export type { TransferProgress, TransferProgressCallback, TransferPhase } from './progress.ts';
 export type { ObjectReport, TransferReport } from './report.ts';
 export { PIECES_CONTENT_TYPE, fromRanges, toRanges, type ObjectDescription, type UploadState, type WireEncoding } from './protocol.ts';

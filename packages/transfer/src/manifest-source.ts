@@ -31,16 +31,26 @@ export async function computeManifest(path: string, meta: ObjectMeta, pieceSize 
   }
 }
 
+/** Manifests kept in memory: every piece request needs one, and parsing a large one per request adds up. */
+const MEMORY_ENTRIES = 64;
+
 export class ManifestCache {
   readonly #inflight = new Map<string, Promise<Manifest>>();
+  readonly #memory = new Map<string, Manifest>();
   constructor(readonly dir: string) {}
 
   /** The manifest of the object file at `path` (computing and caching it on first use). */
   async get(path: string, meta: ObjectMeta & { size: number }, pieceSize = DEFAULT_PIECE_SIZE): Promise<Manifest> {
     const key = `${meta.id}-${pieceSize}`;
+    const hit = this.#memory.get(key);
+    if (hit !== undefined) return hit;
     const running = this.#inflight.get(key);
     if (running !== undefined) return running;
-    const p = this.#load(path, meta, pieceSize, key).finally(() => this.#inflight.delete(key));
+    const p = this.#load(path, meta, pieceSize, key).then((m) => {
+      if (this.#memory.size >= MEMORY_ENTRIES) this.#memory.delete(this.#memory.keys().next().value ?? '');
+      this.#memory.set(key, m);
+      return m;
+    }).finally(() => this.#inflight.delete(key));
     this.#inflight.set(key, p);
     return p;
   }

@@ -32,8 +32,8 @@ export class ObjectServer {
     return this.manifests.get(this.store.objectPath(info.id), info, pieceSize);
   }
 
-  /** Streams the requested pieces; `write` resolves once a chunk is handed to the socket. */
-  async pieces(info: ObjectInfo, req: PiecesRequest, write: (chunk: Buffer) => Promise<void>, signal?: AbortSignal): Promise<SendStats> {
+  /** Streams the requested pieces; `write` resolves once a frame is handed to the socket. */
+  async pieces(info: ObjectInfo, req: PiecesRequest, write: (header: Buffer, payload: Buffer) => Promise<void>, signal?: AbortSignal): Promise<SendStats> {
     const m = await this.manifest(info, req.pieceSize);
     const n = m.pieces.length;
     if (!Number.isSafeInteger(req.first) || !Number.isSafeInteger(req.count) || req.first < 0 || req.count < 1 || req.first + req.count > n) {

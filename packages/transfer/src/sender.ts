@@ -1,7 +1,8 @@
 /**
  * Writes pieces of a local file as a frame stream: positional reads ahead of the writer into reused buffers,
- * optional per-piece zstd. Used by the server for downloads and by the device for uploads. `write` must
- * resolve only once the chunk was handed to the socket, because buffers are reused afterwards.
+ * optional per-piece zstd. Used by the server for downloads and by the device for uploads. `write` gets a
+ * frame's header and payload together (one writev) and must resolve only once both were handed to the socket,
+ * because buffers are reused afterwards.
  */
 import type { FileHandle } from 'node:fs/promises';
 
@@ -18,7 +19,7 @@ export interface SendStats {
 
 export async function sendPieces(
   fh: FileHandle, m: Pick<Manifest, 'size' | 'pieceSize'>, indices: readonly number[], compress: boolean,
-  write: (chunk: Buffer) => Promise<void>, signal?: AbortSignal,
+  write: (header: Buffer, payload: Buffer) => Promise<void>, signal?: AbortSignal,
 ): Promise<SendStats> {
   const codec = compress ? new PieceCodec() : null;
   const out = compress ? Buffer.allocUnsafeSlow(compressedBound(m.pieceSize)) : null;
@@ -26,8 +27,7 @@ export async function sendPieces(
   await forEachPiece(fh, m, indices, async (index, data) => {
     const { encoding, payload } = codec !== null && out !== null ? codec.encode(data, out) : { encoding: 0 as const, payload: data };
     const header = encodeFrameHeader({ index, encoding, payloadLength: payload.length, rawLength: data.length });
-    await write(header);
-    await write(payload);
+    await write(header, payload);
     stats.pieces++;
     stats.rawBytes += data.length;
     stats.wireBytes += header.length + payload.length;

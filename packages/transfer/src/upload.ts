@@ -148,10 +148,10 @@ async function sendMissing(
           const res = await send(run.conn, {
             method: 'PUT', path: `/uploads/${uploadId}/pieces`, headers: { 'content-type': PIECES_CONTENT_TYPE }, signal: run.signal,
             body: async (write) => {
-              await sendPieces(fh, m, indices, compress, async (chunk) => {
-                wire += chunk.length;
-                p.bytesOnWire += chunk.length;
-                await write(chunk);
+              await sendPieces(fh, m, indices, compress, async (header, payload) => {
+                wire += header.length + payload.length;
+                p.bytesOnWire += header.length + payload.length;
+                await write(header, payload);
               }, run.signal);
             },
           });

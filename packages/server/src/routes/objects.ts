@@ -5,7 +5,7 @@
 // Every object endpoint checks that the caller may read the object; uploads belong to their caller.
 
 import { ApiError, BeginUploadRequest, ChainResponse, Manifest, ManifestQuery, NameParams, ObjectIdParams, ObjectResponse, PiecesQuery, UploadIdParams, UploadStateResponse } from '@roamdesk/api';
-import { isTransferError, PIECES_CONTENT_TYPE } from '@roamdesk/transfer';
+import { isTransferError, PIECES_CONTENT_TYPE, writeChunks } from '@roamdesk/transfer';
 import type { Readable } from 'node:stream';
 import type { AppContext } from '../context.ts';
 import { notFound } from '../errors.ts';
@@ -73,10 +73,7 @@ export const objectRoutes: RoutePlugin = (ctx: AppContext) => (app, _options, do
       res.writeHead(200, { 'content-type': PIECES_CONTENT_TYPE, 'cache-control': 'no-store' });
       const aborted = new AbortController();
       res.once('close', () => aborted.abort());
-      const write = (chunk: Buffer): Promise<void> => new Promise((resolve, reject) => {
-        if (res.destroyed) return reject(new Error('client went away'));
-        res.write(chunk, (err) => (err ? reject(err) : resolve()));
-      });
+      const write = (header: Buffer, payload: Buffer): Promise<void> => writeChunks(res, [header, payload]);
       try {
         await ctx.transfer.pieces(object.id, { first, count, pieceSize, encoding: encoding ?? 'raw' }, write, aborted.signal);
         res.end();
