@@ -49,6 +49,11 @@ export interface DownloadOptions extends TransferTuning {
   readonly seeds?: readonly string[];
   readonly signal?: AbortSignal;
   readonly onProgress?: TransferProgressCallback;
+  /**
+   * Benchmark only: write pieces unchecked, skip the whole-object hash, and DISCARD the result instead of
+   * publishing it. Measures what verification costs (notes/performance.md, R6); never use it to fetch data.
+   */
+  readonly benchmarkWithoutVerification?: boolean;
 }
 
 export const DEFAULT_IN_FLIGHT = 4;
@@ -118,14 +123,15 @@ async function downloadOne(run: Run, desc: ObjectDescription): Promise<ObjectRep
   p.phase = 'resuming';
   p.emit(true);
   const partial = await PartialObject.open(join(store.incomingDir, `dl-${desc.id}`), manifest);
-  const hasher = new ObjectHasher(partial.path);
+  const unverified = run.opts.benchmarkWithoutVerification === true;
+  const hasher = unverified ? null : new ObjectHasher(partial.path);
   let published = false;
   try {
     const resumed = partial.verifiedBytes;
     p.bytesDone += resumed;
     p.bytesSaved += resumed;
     const piecesResumed = partial.verifiedPieces;
-    hasher.advance(partial.verifiedPrefixBytes);
+    hasher?.advance(partial.verifiedPrefixBytes);
 
     const piecesSeeded = await fillFromSeeds(run, partial, hasher);
     const before = partial.verifiedPieces;
@@ -134,6 +140,11 @@ async function downloadOne(run: Run, desc: ObjectDescription): Promise<ObjectRep
       await fetchMissing(run, manifest, partial, hasher);
     }
     const piecesSent = partial.verifiedPieces - before;
+    if (hasher === null) {
+      await partial.finish();
+      await partial.discard();
+      return { id: desc.id, kind: desc.kind, size: desc.size, action: 'transferred', piecesTotal: manifest.pieces.length, piecesSent, piecesResumed, piecesSeeded };
+    }
 
     p.phase = 'verifying';
     p.emit(true);
@@ -153,13 +164,13 @@ async function downloadOne(run: Run, desc: ObjectDescription): Promise<ObjectRep
     return { id: desc.id, kind: desc.kind, size: desc.size, action: 'transferred', piecesTotal: manifest.pieces.length, piecesSent, piecesResumed, piecesSeeded };
   } finally {
     if (!published) {
-      await hasher.cancel();
+      await hasher?.cancel();
       await partial.close();
     }
   }
 }
 
-async function fillFromSeeds(run: Run, partial: PartialObject, hasher: ObjectHasher): Promise<number> {
+async function fillFromSeeds(run: Run, partial: PartialObject, hasher: ObjectHasher | null): Promise<number> {
   const seeds = run.opts.seeds ?? [];
   if (seeds.length === 0 || partial.complete) return 0;
   const p = run.progress;
@@ -177,7 +188,7 @@ async function fillFromSeeds(run: Run, partial: PartialObject, hasher: ObjectHas
             seeded++;
             p.bytesDone += data.length;
             p.bytesSaved += data.length;
-            hasher.advance(partial.verifiedPrefixBytes);
+            hasher?.advance(partial.verifiedPrefixBytes);
             p.emit();
           }
         } catch (e) {
@@ -191,7 +202,7 @@ async function fillFromSeeds(run: Run, partial: PartialObject, hasher: ObjectHas
   return seeded;
 }
 
-async function fetchMissing(run: Run, m: Manifest, partial: PartialObject, hasher: ObjectHasher): Promise<void> {
+async function fetchMissing(run: Run, m: Manifest, partial: PartialObject, hasher: ObjectHasher | null): Promise<void> {
   const maxPieces = Math.max(1, Math.floor((run.opts.batchBytes ?? DEFAULT_BATCH_BYTES) / m.pieceSize));
   const queue = new BatchQueue(planBatches(partial.missing(), maxPieces), maxPieces, run.opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
   const inFlight = run.opts.inFlight ?? DEFAULT_IN_FLIGHT;
@@ -232,7 +243,7 @@ async function fetchMissing(run: Run, m: Manifest, partial: PartialObject, hashe
 }
 
 async function fetchBatch(
-  run: Run, m: Manifest, b: Batch, partial: PartialObject, hasher: ObjectHasher, unfinished: Set<number>,
+  run: Run, m: Manifest, b: Batch, partial: PartialObject, hasher: ObjectHasher | null, unfinished: Set<number>,
   w: { pool: BufferPool; codec: PieceCodec; signal: AbortSignal },
 ): Promise<void> {
   const p = run.progress;
@@ -265,12 +276,12 @@ async function fetchBatch(
       }
       const raw = decodedInto === null ? frame.payload : decodedInto.subarray(0, frame.rawLength);
       const out = decodedInto;
-      const write = partial.accept(frame.index, raw).then((fresh) => {
+      const write = partial.accept(frame.index, raw, { unverified: hasher === null }).then((fresh) => {
         unfinished.delete(frame.index);
         if (fresh) {
           run.bytesTransferred += raw.length;
           p.bytesDone += raw.length;
-          hasher.advance(partial.verifiedPrefixBytes);
+          hasher?.advance(partial.verifiedPrefixBytes);
         }
         p.emit();
       }).finally(() => {
