@@ -10,7 +10,9 @@ import { type Kysely, sql } from 'kysely';
 import { isForeignKeyViolation, isUniqueViolation } from '../src/db/constraints.ts';
 import { MIGRATIONS, migrateTo, migrateToLatest } from '../src/db/migrations.ts';
 import { openPostgres } from '../src/db/postgres.ts';
-import { listDesktops, transitionState } from '../src/db/repositories/desktops.ts';
+import { findDeviceByHash } from '../src/db/repositories/devices.ts';
+import { findDesktopById, listDesktops, moveLease, transitionState } from '../src/db/repositories/desktops.ts';
+import { finishOperation, insertOperation, listOperations } from '../src/db/repositories/operations.ts';
 import { listEvents } from '../src/db/repositories/events.ts';
 import { findImageByName, insertImage, insertImageVersion, listImages } from '../src/db/repositories/images.ts';
 import { findUserByName } from '../src/db/repositories/users.ts';
@@ -45,6 +47,7 @@ async function exerciseRepositories(db: Kysely<Database>): Promise<void> {
   assert.equal(await transitionState(db, 'd1', ['stopped'], 'starting', at), true);
   assert.equal(await transitionState(db, 'd1', ['stopped'], 'starting', at), false);
   assert.equal((await listDesktops(db, { ownerId: 'u1' }))[0]?.state, 'starting');
+  await exerciseLeases(db, at);
   await assert.rejects(db.deleteFrom('images').execute(), (e: unknown) => isForeignKeyViolation(e));
   for (const action of ['desktop.start', 'desktop.stop']) {
     await db.insertInto('events').values({ at, actor_id: 'u1', actor_name: 'ann', action, desktop_id: 'd1', target: 'desk', result: 'ok', detail: '{}' }).execute();
@@ -60,6 +63,28 @@ async function exerciseRepositories(db: Kysely<Database>): Promise<void> {
   await db.deleteFrom('images').execute();
   await db.deleteFrom('users').execute();
   assert.equal((await db.selectFrom('tokens').selectAll().execute()).length, 0);
+}
+
+/** Migration 0004: devices, the lease columns (one compare-and-set move wins), operations going with their desktop. */
+async function exerciseLeases(db: Kysely<Database>, at: string): Promise<void> {
+  const device = { id: 'v1', user_id: 'u1', name: 'laptop', credential_hash: 'ch', created_at: at, last_seen_at: null, revoked_at: null };
+  await db.insertInto('devices').values(device).execute();
+  await assert.rejects(db.insertInto('devices').values({ ...device, id: 'v2' }).execute(), (e: unknown) => isUniqueViolation(e));
+  assert.equal((await findDeviceByHash(db, 'ch'))?.user.name, 'ann');
+  const d = await findDesktopById(db, 'd1');
+  assert.deepEqual([d?.lease_state, d?.lease_device_id, d?.lease_device_name, d?.replicated_top_object_id], ['server', null, null, null]);
+  const move = () => moveLease(db, 'd1', { generation: 1, state: 'server', deviceId: null }, { lease_state: 'checking-out', location: 'device', lease_device_id: 'v1', lease_generation: 2, lease_since: at });
+  assert.equal(await move(), true);
+  assert.equal(await move(), false, 'the same move again finds generation 2: it changes nothing');
+  assert.equal(await moveLease(db, 'd1', { generation: 2, state: 'checking-out', deviceId: 'other' }, { lease_state: 'checked-out' }), false);
+  assert.equal(await moveLease(db, 'd1', { generation: 2, state: 'checking-out', deviceId: 'v1', replicatedTop: null }, { lease_state: 'checked-out' }), true);
+  assert.equal((await findDesktopById(db, 'd1'))?.lease_device_name, 'laptop');
+  await assert.rejects(db.updateTable('desktops').set({ lease_state: 'lost' as 'server' }).where('id', '=', 'd1').execute());
+  await insertOperation(db, { id: 'o1', kind: 'checkout', desktopId: 'd1', deviceId: 'v1', userId: 'u1', at });
+  assert.equal(await finishOperation(db, 'o1', 'succeeded', at, { result: { generation: 2 } }), true);
+  assert.equal(await finishOperation(db, 'o1', 'failed', at), false);
+  assert.deepEqual((await listOperations(db, { ownerId: 'u1', limit: 10 })).map((o) => [o.id, o.state, o.desktop_name]), [['o1', 'succeeded', 'desk']]);
+  await assert.rejects(insertOperation(db, { id: 'o2', kind: 'checkout', desktopId: 'nope', deviceId: null, userId: null, at }), (e: unknown) => isForeignKeyViolation(e));
 }
 
 /** Image versions: version 1 with the image, numbers taken once, the latest top, cascade with the image. */
@@ -87,7 +112,12 @@ async function exerciseVersionBackfill(db: Kysely<Database>): Promise<void> {
   const big = 5 * 1024 ** 3;
   await db.insertInto('images').values({ id: 'a'.repeat(64), name: 'old', format: 'qcow2', size: big, virtual_size: big * 2, created_at: at, created_by: 'u1' }).execute();
   await db.insertInto('images').values({ id: 'f'.repeat(64), name: 'orphan', format: 'raw', size: 9, virtual_size: 9, created_at: at, created_by: null }).execute();
+  // A desktop from before 0004: its lease is at the server since it was created.
+  await sql`INSERT INTO desktops (id, name, owner_id, image_id, memory_mib, cpus, state, location, lease_generation, top_object_id, created_at, updated_at)
+    VALUES ('d0', 'old-desk', 'u1', ${'a'.repeat(64)}, 512, 1, 'stopped', 'server', 3, ${'a'.repeat(64)}, ${at}, '2025-02-01T00:00:00.000Z')`.execute(db);
   assert.deepEqual(await migrateToLatest(db), Object.keys(MIGRATIONS).slice(1));
+  const old = await db.selectFrom('desktops').selectAll().where('id', '=', 'd0').executeTakeFirstOrThrow();
+  assert.deepEqual([old.lease_state, old.lease_device_id, old.lease_since, old.replicated_top_object_id, Number(old.lease_generation)], ['server', null, at, null, 3]);
   const rows = await db.selectFrom('image_versions').selectAll().orderBy('image_id').execute();
   assert.deepEqual(rows, [
     { image_id: 'a'.repeat(64), version: 1, top_object_id: 'a'.repeat(64), diff_size: big, created_at: at, created_by: 'u1' },
@@ -111,7 +141,7 @@ describe('database on SQLite', () => {
     db = openSqlite(file);
     assert.deepEqual(await migrateToLatest(db), []);
     const tables = await db.introspection.getTables();
-    for (const t of ['users', 'tokens', 'images', 'image_versions', 'desktops', 'events', 'uploaded_objects']) assert.ok(tables.some((x) => x.name === t), t);
+    for (const t of ['users', 'tokens', 'images', 'image_versions', 'desktops', 'events', 'uploaded_objects', 'devices', 'operations']) assert.ok(tables.some((x) => x.name === t), t);
     await db.destroy();
   });
 
@@ -205,6 +235,12 @@ describe('database on PostgreSQL', async () => {
         assert.equal(errorCode(await t.request('POST', '/api/v1/users', { token: t.adminToken, body: { name: 'alice', password: 'longenough' } })), 'CONFLICT');
         const events = (await t.request('GET', '/api/v1/events', { token: alice })).json<{ events: Array<{ action: string; id: number }> }>();
         assert.deepEqual(events.events.map((e) => e.action), ['desktop.start', 'desktop.create']);
+        // Devices and leases on PostgreSQL: register, heartbeat, the lease of a desktop.
+        const dev = (await t.request('POST', '/api/v1/devices', { token: alice, body: { name: 'laptop' } })).json<{ credential: string }>().credential;
+        const hb = await t.request('POST', '/api/v1/devices/heartbeat', { token: dev, body: { leases: [{ desktop: 'alice-desk', generation: 1 }] } });
+        assert.deepEqual(hb.json<{ leases: unknown[] }>().leases, [{ desktop: 'alice-desk', valid: false, generation: 1 }]);
+        assert.equal((await t.request('GET', '/api/v1/desktops/alice-desk/lease', { token: dev })).json<{ lease: { state: string } }>().lease.state, 'server');
+        assert.equal(errorCode(await t.request('POST', '/api/v1/desktops/alice-desk/rollback', { token: alice })), 'CONFLICT');
       } finally {
         await t.close();
       }
