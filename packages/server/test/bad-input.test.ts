@@ -26,6 +26,9 @@ const NAME_ROUTES = [
   ['GET', '/api/v1/users/{n}'],
   ['DELETE', '/api/v1/users/{n}'],
   ['GET', '/api/v1/events?desktop={n}'],
+  ['GET', '/api/v1/desktops/{n}/lease'],
+  ['POST', '/api/v1/desktops/{n}/rollback'],
+  ['GET', '/api/v1/operations?desktop={n}'],
 ] as const;
 
 describe('bad input', () => {

@@ -455,6 +455,33 @@ describe('leases', { skip }, () => {
     for (const action of ['device.register', 'device.revoke', 'lease.rollback', 'lease.cancel']) assert.ok(events.some((e) => e.action === action), action);
   });
 
+  it('bad names, ids and bodies on device calls: 400 VALIDATION_FAILED, nothing touched', async () => {
+    const tb = tablet.credential;
+    const before = await snapshot();
+    for (const [url, body] of [
+      ['/desktops/..%2fetc/checkout', undefined],
+      ['/desktops/a..b/checkout/confirm', { generation: 1 }],
+      ['/desktops/race/checkout/confirm', { generation: 0 }],
+      ['/desktops/race/checkout/confirm', { generation: '2' }],
+      ['/desktops/race/replicate', { generation: 2, top: '../../etc/passwd' }],
+      ['/desktops/race/checkin', { generation: 2, top: 'A'.repeat(64) }],
+      ['/desktops/race/checkin', { generation: 2, top: 'a'.repeat(64), extra: true }],
+      ['/desktops/race/operations', { kind: 'rollback', generation: 2 }],
+      ['/devices/heartbeat', { leases: [{ desktop: '../x', generation: 1 }] }],
+      ['/devices/heartbeat', { leases: Array.from({ length: 1001 }, () => ({ desktop: 'race', generation: 1 })) }],
+      ['/operations/not-a-uuid/progress', { phase: 'x', bytesDone: 0, bytesTotal: 0, bytesOnWire: 0, bytesSaved: 0, rateBytesPerSec: 0, etaSeconds: null }],
+      ['/operations/00000000-0000-4000-8000-000000000001/finish', { state: 'running' }],
+    ] as const) {
+      const r = await post(url, tb, body);
+      assert.equal(r.statusCode, 400, `${url} ${r.body}`);
+      assert.equal(errorCode(r), 'VALIDATION_FAILED');
+    }
+    for (const url of ['/devices/..%2f', '/devices/not-a-uuid']) assert.equal((await t.request('DELETE', api(url), { token: alice })).statusCode, 400);
+    const longName = await t.request('POST', api('/devices'), { token: alice, body: { name: 'x'.repeat(65) } });
+    assert.equal(errorCode(longName), 'VALIDATION_FAILED');
+    assert.deepEqual(await snapshot(), before);
+  });
+
   it('operations: one replicate or check-in at a time, progress from the device that runs it, bounded and validated', async () => {
     const out = await checkout('race', tablet);
     const g = out.lease.generation;
