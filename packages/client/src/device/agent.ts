@@ -47,8 +47,9 @@ export type AgentStep =
 export interface AgentProgress {
   step: AgentStep;
   desktop: string;
-  /** Present while objects move. */
+  /** Present while objects move, with the objects (bottom first). */
   transfer?: TransferProgress;
+  objects?: readonly StoredObject[];
 }
 export type AgentProgressFn = (p: AgentProgress) => void;
 
@@ -298,7 +299,8 @@ export class DeviceAgent {
     const id = await this.identity.require();
     const lock = await lockDesktop(this.home, name, 'check-out');
     try {
-      const step = (s: AgentStep, transfer?: TransferProgress): void => opts.onProgress?.({ step: s, desktop: name, ...(transfer !== undefined ? { transfer } : {}) });
+      const step = (s: AgentStep, transfer?: TransferProgress, objects?: readonly StoredObject[]): void =>
+        opts.onProgress?.({ step: s, desktop: name, ...(transfer !== undefined ? { transfer } : {}), ...(objects !== undefined ? { objects } : {}) });
       step('heartbeat');
       await this.heartbeat();
       let rec = await this.records.load(name);
@@ -361,7 +363,7 @@ export class DeviceAgent {
           store, remote: { apiBase: api.apiBase, token: id.credential }, objects: co.chain,
           ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
           onProgress: (p) => {
-            step('download', p);
+            step('download', p, co.chain);
             reporter.update('download', p);
           },
         });
@@ -532,7 +534,8 @@ export class DeviceAgent {
     const id = await this.identity.require();
     const lock = await lockDesktop(this.home, name, 'replication');
     try {
-      const step = (s: AgentStep, transfer?: TransferProgress): void => opts.onProgress?.({ step: s, desktop: name, ...(transfer !== undefined ? { transfer } : {}) });
+      const step = (s: AgentStep, transfer?: TransferProgress, objects?: readonly StoredObject[]): void =>
+        opts.onProgress?.({ step: s, desktop: name, ...(transfer !== undefined ? { transfer } : {}), ...(objects !== undefined ? { objects } : {}) });
       step('heartbeat');
       const hb = await this.heartbeat();
       if (!hb.online) throw new ClientError('CLIENT_ERR_UNREACHABLE', `cannot reach the server ${id.server}: ${hb.error ?? ''}`, { server: id.server, hint: 'replication needs the server; the local VM keeps working offline' });
@@ -599,7 +602,8 @@ export class DeviceAgent {
     const id = await this.identity.require();
     const lock = await lockDesktop(this.home, name, 'check-in');
     try {
-      const step = (s: AgentStep, transfer?: TransferProgress): void => opts.onProgress?.({ step: s, desktop: name, ...(transfer !== undefined ? { transfer } : {}) });
+      const step = (s: AgentStep, transfer?: TransferProgress, objects?: readonly StoredObject[]): void =>
+        opts.onProgress?.({ step: s, desktop: name, ...(transfer !== undefined ? { transfer } : {}), ...(objects !== undefined ? { objects } : {}) });
       let rec = await this.records.require(name);
       const vm = await localVm(this.home, rec.desktopId);
       if (vm.running && opts.stop !== true) {
@@ -809,7 +813,7 @@ export class DeviceAgent {
 
   async #upload(
     id: DeviceIdentity, rec: LocalDesktop, pending: StoredObject[], operation: string | null,
-    step: (s: AgentStep, t?: TransferProgress) => void, signal?: AbortSignal,
+    step: (s: AgentStep, t?: TransferProgress, objects?: readonly StoredObject[]) => void, signal?: AbortSignal,
   ): Promise<TransferReport> {
     const api = this.#api(id);
     const reporter = this.#operationReporter(api, operation);
@@ -818,7 +822,7 @@ export class DeviceAgent {
         store: await this.store(), remote: { apiBase: api.apiBase, token: id.credential }, objects: pending,
         ...(signal !== undefined ? { signal } : {}),
         onProgress: (p) => {
-          step('upload', p);
+          step('upload', p, pending);
           reporter.update('upload', p);
         },
       });

@@ -3,48 +3,23 @@
 // The device checks the signature and the fields before it trusts a grant; a grant for another desktop,
 // device or generation is as good as none.
 
-import { createPublicKey, verify } from 'node:crypto';
-
-import { isUuid, isValidName, type GrantBody } from '@roamdesk/api';
+import { type GrantBody, verifyGrant as verifySignedGrant } from '@roamdesk/api';
 
 import { offlineElapsed, type ClockReading } from './clock.ts';
 import { DeviceError } from './errors.ts';
 
-/** Parse a grant and verify its signature; throws DeviceError DEVICE_ERR_GRANT_INVALID otherwise. */
+/**
+ * Parse a grant and verify its signature (@roamdesk/api verifyGrant: Ed25519 over the encoded body, the body's
+ * shape checked); throws DeviceError DEVICE_ERR_GRANT_INVALID otherwise.
+ */
 export function verifyGrant(grant: string, publicKeyPem: string): GrantBody {
-  const invalid = (why: string): DeviceError =>
-    new DeviceError('DEVICE_ERR_GRANT_INVALID', `the offline grant is invalid: ${why}`, {
+  const r = verifySignedGrant(grant, publicKeyPem);
+  if (!r.ok) {
+    throw new DeviceError('DEVICE_ERR_GRANT_INVALID', `the offline grant is invalid: ${r.reason}`, {
       hint: 'connect to the server once (any roamdesk command renews the grant)',
     });
-  const parts = grant.split('.');
-  if (parts.length !== 2 || parts[0] === undefined || parts[1] === undefined || parts[0] === '' || parts[1] === '') throw invalid('not <body>.<signature>');
-  const body = Buffer.from(parts[0], 'base64url');
-  const sig = Buffer.from(parts[1], 'base64url');
-  let key;
-  try {
-    key = createPublicKey(publicKeyPem);
-  } catch {
-    throw invalid('the stored grant key is not a public key');
   }
-  if (key.asymmetricKeyType !== 'ed25519') throw invalid(`the grant key is ${String(key.asymmetricKeyType)}, not Ed25519`);
-  // The signature covers the JSON bytes; a signature over the encoded text (JWS style) is accepted as well.
-  const ok = verify(null, body, key, sig) || verify(null, Buffer.from(parts[0], 'ascii'), key, sig);
-  if (!ok) throw invalid('the signature does not verify with the server key');
-  let raw: unknown;
-  try {
-    raw = JSON.parse(body.toString('utf8'));
-  } catch {
-    throw invalid('the body is not JSON');
-  }
-  const g = raw as Partial<GrantBody>;
-  if (
-    typeof g !== 'object' || g === null || !isValidName(g.desktop) || !isUuid(g.desktopId) || !isUuid(g.deviceId) ||
-    !Number.isSafeInteger(g.generation) || typeof g.issuedAt !== 'string' || typeof g.expiresAt !== 'string' ||
-    !Number.isSafeInteger(g.maxOfflineSeconds) || Number.isNaN(Date.parse(g.issuedAt)) || Number.isNaN(Date.parse(g.expiresAt))
-  ) {
-    throw invalid('fields are missing or malformed');
-  }
-  return g as GrantBody;
+  return r.body;
 }
 
 export interface GrantCheck {
