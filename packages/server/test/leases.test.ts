@@ -6,11 +6,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type CheckoutResponse, type Desktop, type HeartbeatResponse, type LeaseResponse, type Operation, type RegisterDeviceResponse, verifyGrant } from '@roamdesk/api';
 import { Store } from '@roamdesk/store';
 import { recordUpload } from '../src/db/repositories/objects.ts';
+import { loadOrCreateGrantKeys } from '../src/services/grants.ts';
 import { createTestApp, errorCode, type TestApp } from './harness.ts';
 
 const hasQemuImg = spawnSync('qemu-img', ['--version']).status === 0;
@@ -142,6 +144,10 @@ describe('leases', { skip }, () => {
     assert.equal(lease.maxChainLength, 16);
     assert.equal(lease.grant, undefined);
     assert.equal((await t.request('GET', api('/grant-key'), { token: bob })).json<{ grantKey: string }>().grantKey, laptop.grantKey);
+    // The signing key was made at the first start, owner-only, and is reused by the next start.
+    const file = join(t.dir, 'grant-key.pem');
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    assert.equal((await loadOrCreateGrantKeys(file)).publicKeyPem, laptop.grantKey);
   });
 
   it('the whole walk: check-out (stop, seal) → confirm → replicate → check-in, generation checked at every step', async () => {

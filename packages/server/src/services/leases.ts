@@ -136,22 +136,21 @@ export class LeaseService {
   async checkout(caller: Caller, name: string): Promise<CheckoutResponse> {
     const deviceId = deviceOf(caller);
     let d = await visibleDesktop(this.ctx.db, caller, name);
-    if (d.lease_state !== 'server') {
-      // The same device again: resume (finish the preparation if a crash interrupted it) and answer the same.
-      if (d.lease_device_id !== deviceId) throw checkedOut(d);
-      return this.#audited(caller, 'lease.checkout', d, { resume: true }, async () => {
+    const generation = Number(d.lease_generation);
+    const resume = d.lease_state !== 'server' && d.lease_device_id === deviceId;
+    return this.#audited(caller, 'lease.checkout', d, resume ? { resume: true, generation } : { from: generation, to: generation + 1 }, async () => {
+      if (d.lease_state !== 'server') {
+        if (!resume) throw checkedOut(d);
+        // The same device again: finish the preparation if a crash interrupted it, and answer the same.
         if (d.lease_state === 'checking-out') await this.#prepare(d.id);
         const after = await this.#reload(d.id);
         const op = (await latestOperation(this.ctx.db, d.id, { kind: 'checkout', deviceId }))
           ?? (await this.#newOperation('checkout', after, caller, after.lease_state === 'checked-out' ? 'succeeded' : 'running'));
         return this.#checkoutResponse(after, op.id);
-      });
-    }
-    if (d.state === 'starting' || d.state === 'stopping') {
-      throw new ApiError('DESKTOP_BUSY', `desktop "${d.name}" is ${d.state}; retry when it settles`, { state: d.state });
-    }
-    const generation = Number(d.lease_generation);
-    return this.#audited(caller, 'lease.checkout', d, { from: generation, to: generation + 1 }, async () => {
+      }
+      if (d.state === 'starting' || d.state === 'stopping') {
+        throw new ApiError('DESKTOP_BUSY', `desktop "${d.name}" is ${d.state}; retry when it settles`, { state: d.state });
+      }
       const now = this.ctx.nowIso();
       const claimed = await moveLease(
         this.ctx.db,

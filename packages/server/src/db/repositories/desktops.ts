@@ -149,19 +149,15 @@ export async function moveLease(
 }
 
 /**
- * The overlay at `overlayPath` was sealed into `layerId` (whose parent is the old top): the chain moves up by one
- * layer, whoever holds the lease. Conditional on the overlay still being the recorded one.
+ * Check-out sealed the overlay at `overlayPath` into `layerId` (whose parent is the old top): the chain moves up
+ * by one layer, and that layer is the state the server holds a copy of (what the device receives). Conditional
+ * on the overlay still being the recorded one; the lease cannot move meanwhile (services/leases.ts refuses
+ * cancel and rollback while a check-out prepares).
  */
 export async function recordSealedOverlay(db: Kysely<Database>, id: string, overlayPath: string, layerId: string, at: string): Promise<boolean> {
   const r = await db
     .updateTable('desktops')
-    .set((eb) => ({
-      top_object_id: layerId,
-      overlay_path: null,
-      // While checking out, the sealed layer is what the device receives: the server holds it.
-      replicated_top_object_id: eb.case().when('lease_state', '!=', 'server').then(layerId).else(null).end(),
-      updated_at: at,
-    }))
+    .set({ top_object_id: layerId, overlay_path: null, replicated_top_object_id: layerId, updated_at: at })
     .where('id', '=', id)
     .where('overlay_path', '=', overlayPath)
     .executeTakeFirst();
