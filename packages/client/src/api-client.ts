@@ -2,6 +2,7 @@
 // Request and response types come from @roamdesk/api, so a contract change breaks the build here, not at run time.
 
 import type {
+  ChainResponse,
   CreateDesktopRequest,
   CreateUserRequest,
   Desktop,
@@ -206,6 +207,14 @@ export class ApiClient {
     const fallback = `${this.server}/console/${seg(name)}`;
     const url = typeof r.url === 'string' && r.url !== '' ? new URL(r.url, `${this.server}/`).toString() : fallback;
     return { token: r.token ?? '', expiresAt: r.expiresAt ?? '', url };
+  }
+
+  /**
+   * `GET /desktops/:name/objects`: the desktop's chain on the server, image first (what a device needs to hold
+   * it; `prefetchDesktop` downloads it into the local store).
+   */
+  async desktopChain(name: string, o: CallOptions = {}): Promise<ChainResponse> {
+    return this.http.json<ChainResponse>('GET', `/desktops/${seg(name)}/objects`, o);
   }
 
   /** `GET /desktops/:name/export` as a stream, for callers that pipe it elsewhere. */

@@ -18,6 +18,10 @@ export const CLIENT_ERROR_CODES = [
   'CLIENT_ERR_FILE_INVALID',
   /** A server URL that is not an absolute http(s) URL. */
   'CLIENT_ERR_BAD_URL',
+  /** Another roamdesk process is using the local store (a prefetch); data.pid names it. */
+  'CLIENT_ERR_BUSY',
+  /** A transfer was stopped by its AbortSignal (Ctrl-C); what was verified is kept and the next run resumes. */
+  'CLIENT_ERR_INTERRUPTED',
 ] as const;
 export type ClientErrorCode = (typeof CLIENT_ERROR_CODES)[number];
 

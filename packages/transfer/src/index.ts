@@ -5,6 +5,7 @@ export { computeManifest, ManifestCache, type ObjectMeta } from './manifest-sour
 export { encodeFrameHeader, readFrames, BufferPool, FRAME_HEADER_BYTES, ENCODING_RAW, ENCODING_ZSTD, type Frame } from './frames.ts';
 export { pieceHash } from './hash.ts';
 export { PartialObject } from './partial-object.ts';
+export { downloadDir, partialProgress, type PartialProgress } from './partial-progress.ts';
 export { CompressionController, type CompressionMode } from './adaptive.ts';
 export { downloadObjects, type DownloadOptions, type TransferTuning } from './download.ts';
 export { uploadObjects, type UploadOptions } from './upload.ts';

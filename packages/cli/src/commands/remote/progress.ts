@@ -50,7 +50,7 @@ export function progressLine(label: string, p: Progress, bytesPerSecond: number)
   return parts.join('  ');
 }
 
-function formatEta(seconds: number): string {
+export function formatEta(seconds: number): string {
   const s = Math.ceil(seconds);
   if (s < 60) return `${s}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
