@@ -16,9 +16,13 @@ export interface DesktopBody {
   desktop: { id: string; name: string; state: string };
 }
 
-export async function boot(dataDir: string): Promise<ServerHandle> {
+/** `listen`: to come back on the same address after a restart; `lease`: the lease policy (server config). */
+export async function boot(dataDir: string, opts: { listen?: string; lease?: Record<string, unknown> } = {}): Promise<ServerHandle> {
   return startServer(
-    { dataDir, listen: '127.0.0.1:0', adminPassword: ADMIN, logLevel: 'silent', stopTimeoutMs: 30_000, passwordHash: { memoryKiB: 256, iterations: 1 } },
+    {
+      dataDir, listen: opts.listen ?? '127.0.0.1:0', adminPassword: ADMIN, logLevel: 'silent', stopTimeoutMs: 30_000, passwordHash: { memoryKiB: 256, iterations: 1 },
+      ...(opts.lease !== undefined ? { lease: opts.lease } : {}),
+    },
     { handleSignals: false },
   );
 }

@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 
 import { registerDemo } from './commands/demo.ts';
+import { registerDevice } from './commands/device/index.ts';
 import { registerRemote } from './commands/remote.ts';
 import { registerServer } from './commands/server.ts';
 import { CliUsageError } from './errors.ts';
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerServer(program, context);
   registerRemote(program, context);
+  registerDevice(program, context);
   registerDemo(program, context);
   return program;
 }

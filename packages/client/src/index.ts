@@ -14,3 +14,4 @@ export {
 export {
   type DesktopStatus, desktopStatus, type LocalObjectStatus, localObjectStatus, prefetchDesktop, type PrefetchOptions, type PrefetchResult, type StatusOptions,
 } from './prefetch.ts';
+export * from './device/index.ts';

@@ -527,6 +527,28 @@ export class DeviceAgent {
   // --- replicate and check-in
 
   /**
+   * Seal the local writes into a layer now (live when the VM runs) without sending it: a local restore point.
+   * The layer is sent by the next replicate or check-in (compacted with the others past maxChainLength).
+   */
+  async seal(name: string): Promise<{ desktop: string; layer: string | null; pending: number }> {
+    const lock = await lockDesktop(this.home, name, 'seal');
+    try {
+      const rec = await this.records.require(name);
+      if (rec.state !== 'checked-out') throw new DeviceError('DEVICE_ERR_LEASE_STATE', `desktop ${name} is ${rec.state} here`, { desktop: name });
+      const store = await this.store();
+      const before = rec.chain.length;
+      if ((await localVm(this.home, rec.desktopId)).running) {
+        await withLocalQmp(this.home, rec.desktopId, (qmp, activeNode) => this.#sealLive(rec, store, qmp, activeNode));
+      } else {
+        await this.#sealStopped(rec, store, true);
+      }
+      return { desktop: name, layer: rec.chain.length > before ? sealedTop(rec) : null, pending: pendingLayers(rec).length };
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /**
    * Seal the local writes into a layer (live when the VM runs), compact the unsent layers if there are more than
    * maxChainLength, upload them, and record them on the server as the replicated state. The lease stays here.
    */

@@ -8,6 +8,7 @@ import { SERIAL_LOG_TAIL_MAX, type Desktop } from '@roamdesk/api';
 import { ApiError } from '@roamdesk/client';
 
 import { CliError } from '../../errors.ts';
+import { localConsole, localLogs, localStart, localStop } from '../device/local.ts';
 import { formatBytes } from '../../format.ts';
 import type { CommandContext } from '../../main.ts';
 import { progressMeter } from './progress.ts';
@@ -35,8 +36,8 @@ export function registerDesktops(program: Command, ctx: CommandContext): void {
     );
 
   for (const [verb, done, desc] of [
-    ['start', 'running', 'start a desktop on the server'],
-    ['stop', 'stopped', 'stop a desktop on the server (graceful power-down, killed after a timeout)'],
+    ['start', 'running', 'start a desktop (on this device when it is checked out here, else on the server)'],
+    ['stop', 'stopped', 'stop a desktop (graceful power-down, killed after a timeout); on this device when it is checked out here'],
   ] as const) {
     program
       .command(verb)
@@ -44,6 +45,7 @@ export function registerDesktops(program: Command, ctx: CommandContext): void {
       .argument('<name>', 'desktop name')
       .action((name: string, _opts: unknown, cmd: Command) =>
         runRemote(ctx, cmd, async (remote, out) => {
+          if (await (verb === 'start' ? localStart(name, out) : localStop(name, out))) return;
           const { client } = await remote.connect();
           const desktop = verb === 'start' ? await client.startDesktop(name) : await client.stopDesktop(name);
           out.result({ desktop }, () => `Desktop ${desktop.name} is ${desktop.state === done ? done : desktop.state}.`);
@@ -59,6 +61,7 @@ export function registerDesktops(program: Command, ctx: CommandContext): void {
     .action((name: string, opts: { tail?: string }, cmd: Command) =>
       runRemote(ctx, cmd, async (remote, out) => {
         const tail = parseIntOption(opts.tail, '--tail', 1, SERIAL_LOG_TAIL_MAX);
+        if (await localLogs(name, tail, out)) return;
         const { client } = await remote.connect();
         const log = await client.serialLog(name, tail !== undefined ? { tail } : {});
         // The log verbatim: Output.result would add a newline the guest never wrote.
@@ -69,10 +72,11 @@ export function registerDesktops(program: Command, ctx: CommandContext): void {
 
   program
     .command('console')
-    .description("open a remote console session and print the console page's URL")
+    .description("open a console session and print the console page's URL (for a desktop running on this device: a local page, served until Ctrl-C)")
     .argument('<name>', 'desktop name')
     .action((name: string, _opts: unknown, cmd: Command) =>
       runRemote(ctx, cmd, async (remote, out) => {
+        if (await localConsole(name, out)) return;
         const { client, server } = await remote.connect();
         const session = await client.createConsole(name).catch((err: unknown) => {
           if (err instanceof ApiError && err.isUnknownRoute) {

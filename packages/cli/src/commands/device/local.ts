@@ -1,0 +1,59 @@
+// `roamdesk start|stop|logs|console NAME` when NAME is checked out to this device: they act on the LOCAL VM and
+// work with the server unreachable (start still checks the offline grant). Otherwise the commands keep their
+// server behaviour (remote/desktops.ts calls these first).
+
+import { chooseDisplay, localSerialLog, type DeviceAgent } from '@roamdesk/client';
+
+import type { Output } from '../../output.ts';
+import { openAgent } from './common.ts';
+import { serveLocalConsole } from './console.ts';
+
+/** The agent, when `name` has a local check-out record here; null otherwise (the command goes to the server). */
+async function checkedOutHere(name: string): Promise<DeviceAgent | null> {
+  const agent = await openAgent();
+  return (await agent.local(name).catch(() => null)) !== null ? agent : null;
+}
+
+export async function localStart(name: string, out: Output): Promise<boolean> {
+  const agent = await checkedOutHere(name);
+  if (agent === null) return false;
+  const r = await agent.start(name);
+  const display = chooseDisplay();
+  const headless = display === 'none';
+  out.result({ desktop: name, location: 'this-device', display, pid: r.pid, runDir: r.runDir, vncSocket: r.paths.vnc, serialLog: r.paths.serial, online: r.online, offlineLease: r.grant }, () =>
+    [
+      `Started ${name} on this device (pid ${String(r.pid)}).`,
+      headless ? `No display here: the screen is on VNC only; open it with: roamdesk console ${name}` : `Its window opens on your display (${display}).`,
+      r.grant !== null ? `Offline use allowed until ${r.grant.expiresAt}${r.online ? '' : ' (the server is unreachable: working offline)'}.` : '',
+    ].filter((l) => l !== '').join('\n'),
+  );
+  return true;
+}
+
+export async function localStop(name: string, out: Output): Promise<boolean> {
+  const agent = await checkedOutHere(name);
+  if (agent === null) return false;
+  const r = await agent.stop(name);
+  out.result({ desktop: name, location: 'this-device', ...r }, () =>
+    !r.wasRunning ? `${name} is not running on this device.` : `Stopped ${name} on this device${r.how === 'powerdown' ? '' : ` (forced: ${r.how})`}.`,
+  );
+  return true;
+}
+
+export async function localLogs(name: string, tail: number | undefined, out: Output): Promise<boolean> {
+  const agent = await checkedOutHere(name);
+  if (agent === null) return false;
+  const rec = await agent.records.require(name);
+  const log = await localSerialLog(agent.home, rec.desktopId, tail ?? 64 * 1024);
+  if (out.opts.json) out.result({ desktop: name, location: 'this-device', log });
+  else process.stdout.write(log);
+  return true;
+}
+
+export async function localConsole(name: string, out: Output): Promise<boolean> {
+  const agent = await checkedOutHere(name);
+  if (agent === null) return false;
+  const vm = await agent.vm(name);
+  await serveLocalConsole(name, vm, out);
+  return true;
+}

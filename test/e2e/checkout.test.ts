@@ -1,0 +1,471 @@
+/**
+ * Issue 5 end to end: a real server (in-process, real store and QEMU runtime), the tiny real guest, and device
+ * agents in several client homes on this machine. The story (server writes → check-out → offline local work →
+ * replicate → more local work → check-in → the server verifies everything), rollback with quarantine and
+ * fencing, a check-out race, SIGKILLed transfers that resume, hostile check-in layers, compaction, and the
+ * offline lease (expiry, clock set back, revocation). `qemu-img compare` checks server and device chains at every
+ * acknowledged point. Every QEMU of this test (server data dir and client homes) is killed in `after`.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { copyFile, mkdir, stat, writeFile } from 'node:fs/promises';
+import { connect, createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, describe, it } from 'node:test';
+
+import type { Lease } from '@roamdesk/api';
+import { findGuest, guestAppend, parseGuestSerial, summarizeBoot, type GuestBuild } from '@roamdesk/cli';
+import { DeviceAgent, listQuarantine, localSerialLog, exportQuarantine, type TimeSource } from '@roamdesk/client';
+import type { ServerHandle } from '@roamdesk/server';
+import { Store } from '@roamdesk/store';
+import { TransferError, uploadObjects } from '@roamdesk/transfer';
+
+import { tempDir } from '../support/guest-vm.ts';
+import { api, boot, createDesktop, killOurs, login, ourQemus, serial, state, until } from '../support/server.ts';
+
+const MiB = 1024 * 1024;
+const LEASE_POLICY = { maxOfflineSeconds: 60, maxChainLength: 2 };
+const HOMES = ['home-a', 'home-b', 'home-c', 'home-d', 'home-e', 'home-f', 'home-g', 'home-h'];
+
+function sh(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+function identical(a: string, b: string): boolean {
+  return spawnSync('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', 'qcow2', a, b]).status === 0;
+}
+
+function sha256(file: string): string {
+  return execFileSync('sha256sum', [file], { encoding: 'utf8' }).slice(0, 64);
+}
+
+/** A TCP proxy that limits the bytes per second through it (both directions, all connections together). */
+async function throttle(upstream: string, bytesPerSec: number): Promise<{ url: string; close(): Promise<void> }> {
+  const target = new URL(upstream);
+  const sockets = new Set<Socket>();
+  const start = performance.now();
+  const moved = { up: 0, down: 0 };
+  const pump = (from: Socket, to: Socket, dir: 'up' | 'down'): void => {
+    from.on('data', (chunk: Buffer) => {
+      to.write(chunk);
+      moved[dir] += chunk.length;
+      const ahead = (moved[dir] / bytesPerSec) * 1000 - (performance.now() - start);
+      if (ahead > 0) {
+        from.pause();
+        setTimeout(() => from.resume(), ahead);
+      }
+    });
+    from.on('close', () => to.destroy());
+    from.on('error', () => to.destroy());
+  };
+  const server = createServer((client) => {
+    const up = connect(Number(target.port), target.hostname);
+    sockets.add(client);
+    sockets.add(up);
+    client.on('close', () => sockets.delete(client));
+    up.on('close', () => sockets.delete(up));
+    pump(client, up, 'up');
+    pump(up, client, 'down');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+/** A machine whose clock the test controls (boot id, uptime, wall clock). */
+function fakeTime(wall: number) {
+  const t = { boot: 'boot-1', uptime: 1000, wall };
+  const source: TimeSource = { bootId: () => Promise.resolve(t.boot), uptimeSeconds: () => Promise.resolve(t.uptime), wallMs: () => t.wall };
+  return {
+    t, source, pass(seconds: number) {
+      t.uptime += seconds;
+      t.wall += seconds * 1000;
+    },
+  };
+}
+
+describe('check-out, offline use, replicate, check-in, rollback (real server, real guest)', () => {
+  let tmp: Awaited<ReturnType<typeof tempDir>>;
+  let h: ServerHandle;
+  let token = '';
+  let guest: GuestBuild;
+  let listen = '';
+  const dataDir = (): string => join(tmp.dir, 'server');
+  const home = (name: string): string => join(tmp.dir, name);
+  const serverObject = (id: string): string => join(dataDir(), 'store', 'objects', `${id}.qcow2`);
+  const agentFor = (name: string, extra: { server?: string; time?: TimeSource } = {}): DeviceAgent =>
+    new DeviceAgent({ home: home(name), session: { server: extra.server ?? h.url, token }, ...(extra.time !== undefined ? { time: extra.time } : {}), callTimeoutMs: 120_000 });
+  const deviceObject = async (agent: DeviceAgent, id: string): Promise<string> => (await agent.store()).objectPath(id);
+
+  async function lease(name: string): Promise<Lease> {
+    const r = await api(h, 'GET', `/desktops/${name}/lease`, token);
+    assert.equal(r.statusCode, 200, r.body);
+    return r.json<{ lease: Lease }>().lease;
+  }
+
+  async function serverTop(name: string): Promise<string> {
+    const r = await api(h, 'GET', `/desktops/${name}/objects`, token);
+    assert.equal(r.statusCode, 200, r.body);
+    return r.json<{ objects: Array<{ id: string }> }>().objects.at(-1)!.id;
+  }
+
+  /** Boot the desktop's server VM with the cycle workload and return what the guest verified and wrote. */
+  async function serverCycle(name: string): Promise<ReturnType<typeof summarizeBoot>> {
+    const r = await api(h, 'POST', `/desktops/${name}/start`, token);
+    assert.equal(r.statusCode, 200, r.body);
+    await until(`${name}'s server VM to power off`, async () => ((await state(h, token, name)) === 'stopped' ? true : undefined), 180_000);
+    return summarizeBoot(parseGuestSerial(await serial(h, token, name)));
+  }
+
+  /** Start the desktop on the device (cycle workload), wait for the guest to power off, summarize its serial log. */
+  async function localCycle(agent: DeviceAgent, name: string): Promise<ReturnType<typeof summarizeBoot> & { online: boolean }> {
+    const started = await agent.start(name);
+    assert.equal(started.running, true);
+    await until(`${name}'s local VM to power off`, async () => ((await agent.vm(name)).running ? undefined : true), 180_000);
+    const rec = await agent.records.require(name);
+    const s = summarizeBoot(parseGuestSerial(await localSerialLog(agent.home, rec.desktopId, 4 * MiB)));
+    return { ...s, online: started.online };
+  }
+
+  before(async () => {
+    tmp = await tempDir('roamdesk-e2e-checkout-');
+    process.env['ROAMDESK_DISPLAY'] = 'none';
+    guest = await findGuest();
+    h = await boot(dataDir(), { lease: LEASE_POLICY });
+    listen = new URL(h.url).host;
+    token = await login(h);
+    const img = await api(h, 'POST', '/images', token, { name: 'guest', path: guest.disk, format: 'qcow2' });
+    assert.equal(img.statusCode, 201, img.body);
+  });
+
+  after(async () => {
+    await h.close();
+    await killOurs(dataDir());
+    for (const name of HOMES) await killOurs(home(name)).catch(() => undefined);
+    await tmp.remove();
+  });
+
+  it('the story: server writes → check-out → local work offline → replicate → more local work → check-in → the server verifies it all', async () => {
+    await createDesktop(h, token, guest, 'story', guestAppend(guest, 'cycle', { genKib: 256 }));
+    const first = await serverCycle('story');
+    assert.deepEqual(first.written, [0], 'the server VM wrote generation 0');
+
+    const a = agentFor('home-a');
+    await a.register({ name: 'laptop-a' });
+    const co = await a.checkout('story');
+    const sealed = co.chain.at(-1)!;
+    assert.equal(await serverTop('story'), sealed, 'the device holds the chain the server sealed');
+    assert.ok(identical(serverObject(sealed), await deviceObject(a, sealed)), 'check-out point: server and device chains identical');
+    const l1 = await lease('story');
+    assert.equal(l1.state, 'checked-out');
+    assert.equal(l1.deviceName, 'laptop-a');
+    const refused = await api(h, 'POST', '/desktops/story/start', token);
+    assert.equal(refused.statusCode, 409, refused.body);
+    assert.match(refused.body, /CHECKED_OUT/);
+    assert.match(refused.body, /laptop-a/, 'the refusal names the device');
+
+    // Offline: the server process is gone while the local VM verifies 0 and writes 1.
+    await h.close();
+    const offline = await localCycle(a, 'story');
+    assert.equal(offline.online, false);
+    assert.deepEqual(offline.verified, [0]);
+    assert.equal(offline.allOk, true);
+    assert.deepEqual(offline.written, [1]);
+
+    // The server comes back (same data dir and address): replicate.
+    h = await boot(dataDir(), { listen, lease: LEASE_POLICY });
+    const rep = await a.replicate('story');
+    assert.equal(rep.layersSent.length, 1);
+    assert.equal((await lease('story')).replicatedTopObjectId, rep.top);
+    assert.ok(identical(serverObject(rep.top), await deviceObject(a, rep.top)), 'replicated point: identical');
+
+    const online = await localCycle(a, 'story');
+    assert.equal(online.online, true);
+    assert.deepEqual(online.verified, [0, 1]);
+    assert.deepEqual(online.written, [2]);
+
+    const ci = await a.checkin('story');
+    assert.equal(ci.layersSent.length, 1);
+    assert.equal(await serverTop('story'), ci.top);
+    assert.ok(identical(serverObject(ci.top), await deviceObject(a, ci.top)), 'check-in point: identical');
+    assert.equal(sha256(serverObject(ci.top)), ci.top, 'the same bytes under the same id');
+    assert.equal((await lease('story')).state, 'server');
+    assert.equal(await a.local('story'), null, 'the local record and overlay are gone');
+
+    const last = await serverCycle('story');
+    assert.deepEqual(last.verified, [0, 1, 2], 'the server VM sees every generation');
+    assert.equal(last.allOk, true);
+    assert.deepEqual(last.written, [3]);
+  });
+
+  it('rollback after a replicate: the server is at the replicated state, unsent work sits in quarantine, the late check-in is fenced', async () => {
+    await createDesktop(h, token, guest, 'rb', guestAppend(guest, 'cycle', { genKib: 256 }));
+    const b = agentFor('home-b');
+    await b.register({ name: 'laptop-b' });
+    await b.checkout('rb');
+    let rec = await b.records.require('rb');
+    sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xa1 0 1M', rec.overlay!.path]);
+    const rep = await b.replicate('rb');
+    rec = await b.records.require('rb');
+    sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xb2 1M 1M', rec.overlay!.path]);
+    const unsent = await b.seal('rb');
+    assert.ok(unsent.layer !== null);
+    rec = await b.records.require('rb');
+    sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xc3 2M 1M', rec.overlay!.path]);
+    const generation = (await lease('rb')).generation;
+
+    const rb = await api(h, 'POST', '/desktops/rb/rollback', token);
+    assert.equal(rb.statusCode, 200, rb.body);
+    const after = await lease('rb');
+    assert.equal(after.state, 'server');
+    assert.equal(after.generation, generation + 1);
+    assert.equal(await serverTop('rb'), rep.top, 'the server is at the replicated state');
+
+    // The server fences the old generation by itself (a raw call with the device credential)…
+    const id = await b.identity.require();
+    const raw = await fetch(`${h.url}/api/v1/desktops/rb/checkin`, {
+      method: 'POST', headers: { authorization: `Bearer ${id.credential}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ generation, top: unsent.layer }),
+    });
+    assert.equal(raw.status, 409);
+    assert.equal(((await raw.json()) as { error: { code: string } }).error.code, 'LEASE_STALE');
+    // … and the agent's check-in is refused, its work quarantined, nothing on the server changed.
+    await assert.rejects(b.checkin('rb'), { code: 'LEASE_STALE' });
+    assert.deepEqual(await lease('rb'), after);
+    assert.equal(await serverTop('rb'), rep.top);
+    assert.equal(await b.local('rb'), null);
+    const entries = (await listQuarantine(b.home)).filter((e) => e.desktop === 'rb');
+    assert.equal(entries.length, 1);
+    const q = entries[0]!;
+    assert.deepEqual(q.unsentLayers, [unsent.layer]);
+    assert.ok(q.overlay !== null);
+    const out = join(tmp.dir, 'rb-quarantine.qcow2');
+    await exportQuarantine(b.home, q.id, out);
+    sh('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0xa1 0 1M', '-c', 'read -P 0xb2 1M 1M', '-c', 'read -P 0xc3 2M 1M', out]);
+  });
+
+  it('two devices race to check out one desktop: exactly one wins; the server VM stays down while it is checked out', async () => {
+    await createDesktop(h, token, guest, 'race', guestAppend(guest, 'idle'));
+    const start = await api(h, 'POST', '/desktops/race/start', token);
+    assert.equal(start.statusCode, 200, start.body);
+    await until('the idle guest', async () => (/ROAMDESK idle/.test(await serial(h, token, 'race')) ? true : undefined), 120_000);
+    const c = agentFor('home-c');
+    const d = agentFor('home-d');
+    await c.register({ name: 'laptop-c' });
+    await d.register({ name: 'laptop-d' });
+    const results = await Promise.allSettled([c.checkout('race'), d.checkout('race')]);
+    const won = results.filter((r) => r.status === 'fulfilled');
+    const lost = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as { code?: string }] : []));
+    assert.equal(won.length, 1, JSON.stringify(results.map((r) => r.status)));
+    assert.equal(lost[0]?.code, 'CHECKED_OUT');
+    const loser = results[0]?.status === 'rejected' ? c : d;
+    assert.equal(await loser.local('race'), null, 'the loser keeps no record');
+    assert.equal(await state(h, token, 'race'), 'stopped');
+    assert.deepEqual(await ourQemus(dataDir()), [], 'no server VM runs');
+    for (const path of ['/desktops/race/start', '/desktops/race/console']) {
+      const r = await api(h, 'POST', path, token);
+      assert.equal(r.statusCode, 409, `${path}: ${r.body}`);
+      assert.match(r.body, /CHECKED_OUT/);
+    }
+  });
+
+  it('check-out and check-in survive the client being SIGKILLed mid-transfer; verified pieces are not sent again', async () => {
+    // A 96 MiB image of random data, through a 24 MiB/s link, so the kill lands in the middle.
+    const base = join(tmp.dir, 'big.qcow2');
+    sh('qemu-img', ['create', '-q', '-f', 'qcow2', base, '256M']);
+    execFileSync('sh', ['-c', `head -c ${96 * MiB} /dev/urandom > ${join(tmp.dir, 'rnd')}`]);
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${join(tmp.dir, 'rnd')} 0 96M`, base]);
+    const img = await api(h, 'POST', '/images', token, { name: 'big', path: base, format: 'qcow2' });
+    assert.equal(img.statusCode, 201, img.body);
+    const dk = await api(h, 'POST', '/desktops', token, { name: 'kill', image: 'big', owner: 'admin', memoryMiB: 256, cpus: 1 });
+    assert.equal(dk.statusCode, 201, dk.body);
+    const link = await throttle(h.url, 24 * MiB);
+    try {
+      const e = agentFor('home-e', { server: link.url });
+      await e.register({ name: 'laptop-e' });
+      const child = (op: 'checkout' | 'checkin', killAfter: number | null) => runChild(home('home-e'), op, 'kill', link.url, token, killAfter);
+
+      const first = await child('checkout', 24 * MiB);
+      assert.equal(first.killed, true, 'the first check-out was killed mid-transfer');
+      const second = await child('checkout', null);
+      const report = (second.result as { download: { objects: Array<{ kind: string; piecesTotal: number; piecesSent: number; piecesResumed: number }> } }).download;
+      const image = report.objects.find((o) => o.kind === 'image')!;
+      assert.ok(image.piecesResumed > 0, `resumed pieces: ${JSON.stringify(image)}`);
+      assert.equal(image.piecesResumed + image.piecesSent, image.piecesTotal, 'every piece was either resumed or sent once');
+      const top = await serverTop('kill');
+      assert.ok(identical(serverObject(top), await deviceObject(e, top)));
+      assert.equal((await lease('kill')).state, 'checked-out');
+
+      // 64 MiB of new guest data on the device, then a check-in killed during its upload.
+      const rec = await e.records.require('kill');
+      sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${join(tmp.dir, 'rnd')} 128M 64M`, rec.overlay!.path]);
+      const third = await child('checkin', 16 * MiB);
+      assert.equal(third.killed, true, 'the first check-in was killed mid-upload');
+      assert.equal((await lease('kill')).state, 'checked-out', 'nothing committed yet');
+      const fourth = await child('checkin', null);
+      const ci = fourth.result as { top: string; upload: { objects: Array<{ piecesTotal: number; piecesSent: number; piecesResumed: number }> } };
+      const layer = ci.upload.objects[0]!;
+      assert.ok(layer.piecesResumed > 0, `resumed pieces: ${JSON.stringify(layer)}`);
+      assert.equal(layer.piecesResumed + layer.piecesSent, layer.piecesTotal);
+      assert.equal(await serverTop('kill'), ci.top);
+      assert.ok(identical(serverObject(ci.top), await deviceObject(e, ci.top)));
+      assert.equal((await lease('kill')).state, 'server');
+    } finally {
+      await link.close();
+    }
+  });
+
+  it('malicious check-in: hostile layers are refused before any QEMU tool opens them, and the server state does not change', async () => {
+    await createDesktop(h, token, guest, 'evil', guestAppend(guest, 'cycle', { genKib: 256 }));
+    const f = agentFor('home-f');
+    await f.register({ name: 'laptop-f' });
+    await f.checkout('evil');
+    const rec = await f.records.require('evil');
+    const parent = rec.replicatedTop;
+    const before = await lease('evil');
+    const id = await f.identity.require();
+    const evilStore = await Store.open(join(tmp.dir, 'evil-store'));
+    const make = (name: string, args: string[]): string => {
+      const file = join(tmp.dir, `${name}.qcow2`);
+      sh('qemu-img', ['create', '-q', '-f', 'qcow2', ...args, file, '1G']);
+      return file;
+    };
+    const dirty = make('dirty', ['-u', '-b', `${parent}.qcow2`, '-F', 'qcow2', '-o', 'lazy_refcounts=on']);
+    const hdr = execFileSync('sh', ['-c', `printf '\\000\\000\\000\\000\\000\\000\\000\\001' | dd of=${dirty} bs=1 seek=72 conv=notrunc status=none`]);
+    assert.ok(hdr !== undefined);
+    await writeFile(join(tmp.dir, 'data.raw'), Buffer.alloc(0));
+    const hostile: Record<string, string> = {
+      'backing /etc/passwd': make('passwd', ['-u', '-b', '/etc/passwd', '-F', 'qcow2']),
+      'backing ../x': make('dotdot', ['-u', '-b', '../x', '-F', 'qcow2']),
+      'backing json:': make('json', ['-u', '-b', 'json:{"driver":"file","filename":"/etc/passwd"}', '-F', 'qcow2']),
+      'backing nbd://': make('nbd', ['-u', '-b', 'nbd://127.0.0.1:10809/x', '-F', 'qcow2']),
+      'external data file': make('datafile', ['-u', '-b', `${parent}.qcow2`, '-F', 'qcow2', '-o', `data_file=${join(tmp.dir, 'data.raw')}`]),
+      'dirty bit': dirty,
+    };
+    for (const [what, file] of Object.entries(hostile)) {
+      const sum = sha256(file);
+      await copyFile(file, evilStore.objectPath(sum));
+      const desc = { id: sum, kind: 'layer' as const, parent, size: (await stat(file)).size, virtualSize: 1024 * MiB };
+      await assert.rejects(
+        uploadObjects({ store: evilStore, remote: { apiBase: `${h.url}/api/v1`, token: id.credential }, objects: [desc] }),
+        (e: unknown) => e instanceof TransferError && /^QCOW2_ERR_/.test(String(e.data['code'])),
+        `${what}: refused by the TypeScript header check`,
+      );
+      assert.equal((await api(h, 'GET', `/objects/${sum}`, token)).statusCode, 404, `${what}: nothing published`);
+      const ci = await fetch(`${h.url}/api/v1/desktops/evil/checkin`, {
+        method: 'POST', headers: { authorization: `Bearer ${id.credential}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ generation: before.generation, top: sum }),
+      });
+      assert.equal(ci.status, 404, `${what}: a check-in naming it is refused`);
+      assert.deepEqual(await lease('evil'), before, `${what}: the lease is unchanged`);
+    }
+    assert.equal(await serverTop('evil'), parent);
+  });
+
+  it('compaction: more unsent layers than maxChainLength go up as ONE layer over the replicated top', async () => {
+    await createDesktop(h, token, guest, 'compact', guestAppend(guest, 'cycle', { genKib: 256 }));
+    const g = agentFor('home-g');
+    await g.register({ name: 'laptop-g' });
+    await g.checkout('compact');
+    const replicated = (await g.records.require('compact')).replicatedTop;
+    const before = await api(h, 'GET', '/desktops/compact/objects', token);
+    const serverChain = before.json<{ objects: Array<{ id: string }> }>().objects.map((o) => o.id);
+    const sealedHere: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const rec = await g.records.require('compact');
+      sh('qemu-io', ['-f', 'qcow2', '-c', `write -P ${0x10 + i} ${i}M 1M`, rec.overlay!.path]);
+      const s = await g.seal('compact');
+      sealedHere.push(s.layer!);
+    }
+    const rec = await g.records.require('compact');
+    sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x20 3M 1M', rec.overlay!.path]);
+    const expected = join(tmp.dir, 'compact-expected.qcow2');
+    await (await g.store()).exportChain(rec.overlay!, expected);
+
+    const r = await g.replicate('compact');
+    assert.equal(r.compacted, true);
+    assert.equal(r.layersSent.length, 1, 'one layer went up');
+    const lz = await lease('compact');
+    assert.equal(lz.replicatedTopObjectId, r.top);
+    const chain = (await api(h, 'GET', `/objects/${r.top}`, token)).json<{ object: { parent: string } }>().object;
+    assert.equal(chain.parent, replicated, 'the new layer sits on the replicated top');
+    assert.ok(identical(serverObject(r.top), expected), 'the server shows the guest exactly the local view');
+    for (const id of serverChain) assert.ok(await stat(serverObject(id)).then(() => true, () => false), 'objects the server held are untouched');
+    const store = await g.store();
+    for (const id of sealedHere) assert.equal(await store.has(id), false, 'the replaced local layers are gone');
+    const after = await g.records.require('compact');
+    assert.equal(after.overlay?.parent, r.top);
+    const info = JSON.parse(sh('qemu-img', ['info', '-f', 'qcow2', '--output=json', after.overlay.path])) as { 'backing-filename': string };
+    assert.equal(info['backing-filename'], `${r.top}.qcow2`, 'the overlay now rests on the compacted layer');
+    const ci = await g.checkin('compact');
+    assert.ok(identical(serverObject(ci.top), expected));
+  });
+
+  it('offline lease: refused after maxOfflineSeconds without contact, a clock set back does not help, contact renews it; a revoked device is fenced', async () => {
+    await createDesktop(h, token, guest, 'away', guestAppend(guest, 'cycle', { genKib: 256 }));
+    // The device's clocks start an hour behind the server's, so the server's expiresAt never decides here.
+    const m = fakeTime(Date.now() - 3_600_000);
+    const hh = agentFor('home-h', { time: m.source });
+    await hh.register({ name: 'laptop-h' });
+    await hh.checkout('away');
+    m.pass(30);
+    assert.equal((await hh.grantCheck(await hh.records.require('away')))?.ok, true);
+    m.pass(31);
+    await assert.rejects(hh.start('away', { offline: true }), { code: 'DEVICE_ERR_GRANT_EXPIRED' });
+    m.t.wall -= 2 * 24 * 3_600_000;
+    await assert.rejects(hh.start('away', { offline: true }), { code: 'DEVICE_ERR_GRANT_EXPIRED' }, 'the clock set back extends nothing');
+    m.t.boot = 'boot-2';
+    m.t.uptime = 5;
+    await assert.rejects(hh.start('away', { offline: true }), { code: 'DEVICE_ERR_GRANT_EXPIRED' }, 'nor does a reboot with the clock set back');
+    assert.deepEqual(await ourQemus(hh.home), [], 'no local VM was started');
+    const hb = await hh.heartbeat();
+    assert.equal(hb.online, true);
+    assert.equal((await hh.grantCheck(await hh.records.require('away')))?.ok, true, 'contact with the server renews the grant');
+
+    // Revoked: the device learns it at its next contact, its work goes to quarantine, its calls are fenced.
+    const id = await hh.identity.require();
+    const del = await api(h, 'DELETE', `/devices/${id.id}`, token);
+    assert.equal(del.statusCode, 204, del.body);
+    await assert.rejects(hh.checkin('away'), { code: 'LEASE_STALE' });
+    assert.equal((await listQuarantine(hh.home)).filter((e) => e.desktop === 'away').length, 1);
+    const raw = await fetch(`${h.url}/api/v1/devices/heartbeat`, {
+      method: 'POST', headers: { authorization: `Bearer ${id.credential}`, 'content-type': 'application/json' }, body: JSON.stringify({ leases: [] }),
+    });
+    assert.equal(raw.status, 403);
+    assert.equal((await lease('away')).state, 'checked-out', 'the lease waits for an administrator rollback');
+  });
+});
+
+/** Runs test/support/device-child.ts; SIGKILLs it once `killAfter` bytes have moved (null: let it finish). */
+async function runChild(home: string, op: 'checkout' | 'checkin', name: string, server: string, token: string, killAfter: number | null): Promise<{ killed: boolean; result: unknown }> {
+  const script = new URL('../support/device-child.ts', import.meta.url).pathname;
+  const child = spawn(process.execPath, ['--import', 'tsx', script, home, op, name, server, token], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  let killed = false;
+  let result: unknown = null;
+  let error: unknown = null;
+  const lines = createInterface({ input: child.stdout });
+  for await (const line of lines) {
+    const msg = JSON.parse(line) as { bytesDone?: number; bytesTotal?: number; step?: string; result?: unknown; error?: unknown };
+    if (msg.result !== undefined) result = msg.result;
+    if (msg.error !== undefined) error = msg.error;
+    if (killAfter !== null && !killed && msg.bytesDone !== undefined && msg.bytesDone >= killAfter && msg.bytesDone < (msg.bytesTotal ?? 0)) {
+      killed = true;
+      child.kill('SIGKILL');
+    }
+  }
+  const code = await new Promise<number | null>((r) => (child.exitCode !== null || child.signalCode !== null ? r(child.exitCode) : child.once('exit', (c) => r(c))));
+  if (!killed) assert.equal(code, 0, `device child ${op} failed: ${JSON.stringify(error)}\n${stderr}`);
+  await mkdir(home, { recursive: true });
+  return { killed, result };
+}
