@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { copyFile, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
@@ -123,6 +124,7 @@ describe('transfer engine end to end', () => {
       child.kill('SIGKILL');
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
+      if (child.exitCode === null && child.signalCode === null) await once(child, 'exit');
     }
     assert.ok(last >= image.size * 0.4 && last < image.size, `killed at ${last} of ${image.size}`);
     const s = await store('killed');

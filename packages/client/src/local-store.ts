@@ -35,12 +35,15 @@ export async function localStore(home: string): Promise<Store> {
   return Store.open(localStorePath(home));
 }
 
-/** The local store if one was ever created in `home`, else null (nothing is created). */
+/**
+ * The local store if one was ever created in `home`, else null (nothing is created). Opened as a reader: a
+ * prefetch or check-out in another process may be writing it.
+ */
 export async function existingLocalStore(home: string): Promise<Store | null> {
   const exists = await stat(localStorePath(home)).then((s) => s.isDirectory(), () => false);
   if (!exists) return null;
   const { Store } = await import('@roamdesk/store');
-  return Store.open(localStorePath(home));
+  return Store.open(localStorePath(home), { reader: true });
 }
 
 export interface LocalStoreLock {

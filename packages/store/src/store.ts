@@ -29,6 +29,11 @@ const MAX_CHAIN_LENGTH = 4096;
 export interface StoreOptions {
   /** The qemu-img wrapper to use (tests inject one with a fake binary). */
   readonly qemuImg?: QemuImg;
+  /**
+   * Open without removing temp files: for a reader (e.g. `roamdesk status`) while another process may be
+   * writing the store. Only the store's one writer may clean up.
+   */
+  readonly reader?: boolean;
 }
 
 export class Store {
@@ -48,7 +53,7 @@ export class Store {
     for (const dir of [layout.objectsDir, layout.metaDir]) {
       await mkdir(dir, { recursive: true, mode: 0o755 });
       let removed = false;
-      for (const name of await readdir(dir)) {
+      for (const name of opts.reader === true ? [] : await readdir(dir)) {
         if (isTempFileName(name)) {
           await discard(join(dir, name));
           removed = true;

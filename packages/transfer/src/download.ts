@@ -24,6 +24,7 @@ import { BufferPool, FRAME_HEADER_BYTES, readFrames } from './frames.ts';
 import { connect, type Connection, isRetryable, type Remote, send, sendJson } from './http.ts';
 import { DEFAULT_PIECE_SIZE, type Manifest, parseManifest, pieceRange } from './manifest.ts';
 import { ObjectHasher } from './object-hasher.ts';
+import { acquireLock } from './lock.ts';
 import { PartialObject } from './partial-object.ts';
 import { ProgressTracker, type TransferProgressCallback } from './progress.ts';
 import { type ObjectDescription, objectPath, piecesQuery } from './protocol.ts';
@@ -122,6 +123,17 @@ async function downloadOne(run: Run, desc: ObjectDescription): Promise<ObjectRep
   );
   p.phase = 'resuming';
   p.emit(true);
+  const lock = await acquireLock(join(store.incomingDir, `dl-${desc.id}.lock`), `object ${desc.id}`);
+  try {
+    return await receive(run, desc, manifest);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function receive(run: Run, desc: ObjectDescription, manifest: Manifest): Promise<ObjectReport> {
+  const { store } = run.opts;
+  const p = run.progress;
   const partial = await PartialObject.open(join(store.incomingDir, `dl-${desc.id}`), manifest);
   const unverified = run.opts.benchmarkWithoutVerification === true;
   const hasher = unverified ? null : new ObjectHasher(partial.path);

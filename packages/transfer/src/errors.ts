@@ -8,6 +8,7 @@
  *   XFER_ERR_REMOTE          the server answered with an error (data.status, data.code, data.body)
  *   XFER_ERR_NETWORK         the connection failed (after the retries)
  *   XFER_ERR_UPLOAD          an upload cannot proceed (unknown, not ours, incomplete, too large…)
+ *   XFER_ERR_BUSY            another process of this machine is receiving the same object
  *   XFER_ERR_ABORTED         the caller's AbortSignal fired
  */
 export type TransferErrorCode =
@@ -18,6 +19,7 @@ export type TransferErrorCode =
   | 'XFER_ERR_REMOTE'
   | 'XFER_ERR_NETWORK'
   | 'XFER_ERR_UPLOAD'
+  | 'XFER_ERR_BUSY'
   | 'XFER_ERR_ABORTED';
 
 export class TransferError extends Error {

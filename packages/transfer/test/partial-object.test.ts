@@ -78,3 +78,24 @@ describe('PartialObject', () => {
     await writeFile(join(root, 'unused'), '');
   });
 });
+
+describe('receive lock', () => {
+  it('refuses a second receiver of the same object and takes over a lock left by a dead process', async () => {
+    const { acquireLock } = await import('../src/lock.ts');
+    const { spawnSync } = await import('node:child_process');
+    const dir = await mkdtemp(join(tmpdir(), 'roamdesk-lock-'));
+    try {
+      const path = join(dir, 'dl-x.lock');
+      const held = await acquireLock(path, 'object x');
+      await assert.rejects(acquireLock(path, 'object x'), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_BUSY');
+      await held.release();
+      const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
+      await writeFile(path, dead);
+      const taken = await acquireLock(path, 'object x');
+      assert.equal(await readFile(path, 'utf8'), String(process.pid));
+      await taken.release();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
