@@ -16,17 +16,31 @@ import { after, before, describe, it } from 'node:test';
 
 import type { Lease } from '@roamdesk/api';
 import { findGuest, guestAppend, parseGuestSerial, summarizeBoot, type GuestBuild } from '@roamdesk/cli';
-import { DeviceAgent, listQuarantine, localSerialLog, exportQuarantine, type TimeSource } from '@roamdesk/client';
+import { DeviceAgent, listQuarantine, localSerialLog, exportQuarantine, StateStore, type TimeSource } from '@roamdesk/client';
 import type { ServerHandle } from '@roamdesk/server';
 import { Store } from '@roamdesk/store';
 import { TransferError, uploadObjects } from '@roamdesk/transfer';
+import WebSocket from 'ws';
 
 import { tempDir } from '../support/guest-vm.ts';
 import { api, boot, createDesktop, killOurs, login, ourQemus, serial, state, until } from '../support/server.ts';
 
 const MiB = 1024 * 1024;
 const LEASE_POLICY = { maxOfflineSeconds: 60, maxChainLength: 2 };
-const HOMES = ['home-a', 'home-b', 'home-c', 'home-d', 'home-e', 'home-f', 'home-g', 'home-h'];
+const HOMES = ['home-a', 'home-b', 'home-c', 'home-d', 'home-e', 'home-f', 'home-g', 'home-h', 'home-i'];
+const BIN = new URL('../../packages/cli/bin/roamdesk.js', import.meta.url).pathname;
+
+/** Runs the roamdesk CLI with ROAMDESK_HOME=home and parses its --json answer (asynchronously: the server runs in this process). */
+async function cli(home: string, args: string[]): Promise<Record<string, unknown>> {
+  const child = spawn(process.execPath, [BIN, ...args, '--json'], { env: { ...process.env, ROAMDESK_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));
+  assert.equal(code, 0, `roamdesk ${args.join(' ')}: ${stdout}\n${stderr}`);
+  return JSON.parse(stdout) as Record<string, unknown>;
+}
 
 function sh(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
@@ -442,6 +456,84 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     });
     assert.equal(raw.status, 403);
     assert.equal((await lease('away')).state, 'checked-out', 'the lease waits for an administrator rollback');
+  });
+
+  it('the CLI: device register, checkout, status --json (disk files), start here, local console (noVNC page, RFB over the one-time WebSocket), live replicate, stop, checkin', async () => {
+    await createDesktop(h, token, guest, 'cli', guestAppend(guest, 'idle'));
+    const dir = home('home-i');
+    await new StateStore(dir).save({ version: 1, server: h.url, session: { user: 'admin', role: 'admin', token, expiresAt: new Date(Date.now() + 3_600_000).toISOString() } });
+    assert.equal((await cli(dir, ['device', 'register', '--name', 'laptop-i']))['created'], true);
+    const co = await cli(dir, ['checkout', 'cli']);
+    assert.equal(co['already'], false);
+    const st = await cli(dir, ['status', 'cli']);
+    assert.equal(st['location'], 'this-device');
+    assert.equal(st['generation'], co['generation']);
+    assert.equal(typeof st['image'], 'string');
+    assert.ok(Array.isArray(st['layers']));
+    assert.equal(typeof st['overlay'], 'string');
+    for (const f of [st['image'], ...(st['layers'] as string[]), st['overlay']]) assert.ok((await stat(String(f))).isFile(), `${String(f)} exists`);
+    assert.equal((st['offlineLease'] as { ok: boolean }).ok, true);
+    const all = await cli(dir, ['status']);
+    assert.deepEqual((all['checkouts'] as Array<{ desktop: string }>).map((c) => c.desktop), ['cli']);
+
+    const started = await cli(dir, ['start', 'cli']);
+    assert.equal(started['location'], 'this-device');
+    assert.equal(started['display'], 'none');
+    const local = agentFor('home-i');
+    const desktopId = (await local.records.require('cli')).desktopId;
+    await until('the local idle guest', async () => (/ROAMDESK idle/.test(await localSerialLog(dir, desktopId, MiB)) ? true : undefined), 120_000);
+    assert.match(String((await cli(dir, ['logs', 'cli']))['log']), /ROAMDESK idle/, 'logs reads the local serial console');
+
+    // The local console: a page on 127.0.0.1 and a one-time WebSocket to the VM's VNC socket.
+    const con = spawn(process.execPath, [BIN, 'console', 'cli'], { env: { ...process.env, ROAMDESK_HOME: dir }, stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let buf = '';
+        con.stdout.on('data', (c: Buffer) => {
+          buf += c.toString();
+          const line = buf.split('\n')[0];
+          if (buf.includes('\n') && line !== undefined) resolve(line.trim());
+        });
+        con.once('exit', (code) => reject(new Error(`console exited ${String(code)}`)));
+      });
+      const u = new URL(url);
+      assert.equal(u.hostname, '127.0.0.1');
+      const t = new URLSearchParams(u.hash.slice(1)).get('token') ?? '';
+      assert.ok(t.length >= 32);
+      assert.equal((await fetch(`${u.origin}/`)).status, 200);
+      assert.equal((await fetch(`${u.origin}/novnc/core/rfb.js`)).status, 200);
+      assert.equal((await fetch(`${u.origin}/novnc/core/../../../../etc/passwd`)).status, 404);
+      const greeting = await new Promise<string>((resolve, reject) => {
+        const ws = new WebSocket(`ws://${u.host}/ws?token=${t}`, ['binary'], { origin: u.origin });
+        ws.once('message', (d: Buffer) => {
+          resolve(d.toString('latin1'));
+          ws.close();
+        });
+        ws.once('error', reject);
+      });
+      assert.equal(greeting, 'RFB 003.008\n', 'QEMU VNC answers through the local console');
+      const again = await new Promise<number>((resolve) => {
+        const ws = new WebSocket(`ws://${u.host}/ws?token=${t}`, ['binary'], { origin: u.origin });
+        ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+        ws.once('open', () => resolve(101));
+        ws.once('error', () => resolve(-1));
+      });
+      assert.equal(again, 403, 'the token works once');
+    } finally {
+      con.kill('SIGTERM');
+    }
+
+    // Live replicate: the VM keeps running on a new overlay.
+    const rep = await cli(dir, ['replicate', 'cli']);
+    assert.equal((rep['layersSent'] as string[]).length, 1);
+    assert.equal((await lease('cli')).replicatedTopObjectId, rep['top']);
+    assert.equal((await local.vm('cli')).running, true, 'the local VM kept running');
+    const stopped = await cli(dir, ['stop', 'cli']);
+    assert.equal(stopped['wasRunning'], true);
+    const ci = await cli(dir, ['checkin', 'cli']);
+    assert.equal(await serverTop('cli'), ci['top']);
+    assert.equal((await lease('cli')).state, 'server');
+    assert.deepEqual((await cli(dir, ['status']))['checkouts'], []);
   });
 });
 

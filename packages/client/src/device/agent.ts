@@ -113,23 +113,26 @@ export interface LocalChainFiles {
   overlay: string | null;
 }
 
-export interface CheckoutStatus {
+/** A desktop checked out to this device, as `roamdesk status` shows it. */
+export interface CheckoutStatus extends LocalChainFiles {
   desktop: string;
   desktopId: string;
   location: 'this-device';
+  device: { id: string; name: string } | null;
   state: LocalDesktop['state'];
   generation: number;
   lostReason: string | null;
   checkedOutAt: string;
   vm: { running: boolean; pid: number | null; vncSocket: string | null; serialLog: string };
-  layers: { local: number; onServer: number; pending: number };
+  /** Sealed objects in the local chain (image included), how many of them the server holds, how many it lacks. */
+  layerCounts: { local: number; onServer: number; pending: number };
+  /** Unsent sealed layers plus the overlay's current size. */
   bytesPendingUpload: number;
   replicatedTop: string;
   replicatedAt: string | null;
   lastReplication: LocalDesktop['lastReplication'];
   lastContact: string | null;
   offlineLease: (GrantCheck & { maxOfflineSeconds: number; grantExpiresAt: string }) | null;
-  files: LocalChainFiles;
 }
 
 function isApi(err: unknown, code: string): err is ApiError {
@@ -911,29 +914,39 @@ export class DeviceAgent {
 
   // --- status
 
+  /** Every desktop checked out here. */
+  async statusAll(): Promise<CheckoutStatus[]> {
+    const out: CheckoutStatus[] = [];
+    for (const r of await this.records.list()) {
+      const s = await this.status(r.name);
+      if (s !== null) out.push(s);
+    }
+    return out;
+  }
+
+  /** Purely local (works offline); `heartbeat()` first to refresh the grant and learn of lost leases. */
   async status(name: string): Promise<CheckoutStatus | null> {
     const rec = await this.records.load(name);
     if (rec === null) return null;
     const vm = await localVm(this.home, rec.desktopId);
     const pending = pendingLayers(rec);
     const overlayBytes = rec.overlay !== null ? await stat(rec.overlay.path).then((s) => s.size, () => 0) : 0;
-    const store = await this.store();
-    const files: LocalChainFiles = {
-      image: store.objectPath(rec.chain[0]?.id ?? rec.replicatedTop),
-      layers: rec.chain.slice(1).map((o) => store.objectPath(o.id)),
-      overlay: rec.overlay?.path ?? null,
-    };
+    // Paths only: the store is not opened (a writer may be busy in it), and the record's ids are validated.
+    const objectPath = (id: string): string => join(this.storeRoot, 'objects', `${id}.qcow2`);
     const onServer = rec.chain.findIndex((o) => o.id === rec.replicatedTop) + 1;
+    const id = await this.identity.load().catch(() => null);
     return {
-      desktop: rec.name, desktopId: rec.desktopId, location: 'this-device', state: rec.state, generation: rec.generation, lostReason: rec.lostReason,
-      checkedOutAt: rec.checkedOutAt,
+      desktop: rec.name, desktopId: rec.desktopId, location: 'this-device', device: id === null ? null : { id: id.id, name: id.name },
+      state: rec.state, generation: rec.generation, lostReason: rec.lostReason, checkedOutAt: rec.checkedOutAt,
+      image: objectPath(rec.chain[0]?.id ?? rec.replicatedTop),
+      layers: rec.chain.slice(1).map((o) => objectPath(o.id)),
+      overlay: rec.overlay?.path ?? null,
       vm: { running: vm.running, pid: vm.pid, vncSocket: vm.running ? vm.paths.vnc : null, serialLog: vm.paths.serial },
-      layers: { local: rec.chain.length, onServer, pending: pending.length },
+      layerCounts: { local: rec.chain.length, onServer, pending: pending.length },
       bytesPendingUpload: pending.reduce((n, o) => n + o.size, 0) + overlayBytes,
       replicatedTop: rec.replicatedTop, replicatedAt: rec.replicatedAt, lastReplication: rec.lastReplication,
       lastContact: rec.lastContact?.at ?? null,
       offlineLease: await this.grantCheck(rec),
-      files,
     };
   }
 

@@ -12,6 +12,7 @@ import type { CompressionMode, TransferError } from '@roamdesk/transfer';
 import { CliError, CliUsageError } from '../../errors.ts';
 import { formatBytes, shortId } from '../../format.ts';
 import type { CommandContext } from '../../main.ts';
+import { localStatus } from '../device/status.ts';
 import { LOGIN_HINT, runRemote } from './session.ts';
 import { formatTable, shortTime } from './table.ts';
 import type { TransferBars } from './transfer-progress.ts';
@@ -72,16 +73,21 @@ export function registerPrefetch(program: Command, ctx: CommandContext): void {
 
   program
     .command('status')
-    .description("show a desktop's chain and how much of it is in the local store (complete, partly downloaded, missing)")
-    .argument('<name>', 'desktop name')
+    .description("show a desktop's chain and how much of it is in the local store; for a desktop checked out here (or, without NAME, all of them): the lease, layers, pending upload, offline lease and disk files")
+    .argument('[name]', 'desktop name')
     .addHelpText('after', [
       '',
       'When the server cannot be reached, the chain recorded by the last prefetch or status is shown, with a note.',
       'JSON: { desktop, location, source, asOf, objects: [{ id, kind, size, local, localBytes, path? }], bytesTotal, bytesLocal }',
       '  local is complete | partial | missing; source is server | last-known (then `unreachable` says why).',
+      'Checked out to this device (works offline): { desktop, location: "this-device", generation, state, layerCounts, bytesPendingUpload,',
+      '  lastReplication, offlineLease, vm, server, image, layers: [paths], overlay } — image, layers and overlay are the local disk files.',
     ].join('\n'))
-    .action((name: string, _opts: unknown, cmd: Command) =>
+    .action((name: string | undefined, _opts: unknown, cmd: Command) =>
       runRemote(ctx, cmd, async (remote, out) => {
+        // Checked out to this device (or no NAME): the device's view, offline too (device/status.ts).
+        if (await localStatus(name, out)) return;
+        if (name === undefined) return;
         const { client } = await remote.connect();
         const s = await desktopStatus({ client, home: remote.store.dir, desktop: name });
         out.result(s, () => statusText(s));
