@@ -23,6 +23,7 @@ import { Store, type ObjectInfo } from '@roamdesk/store';
 import { downloadObjects, uploadObjects, type TransferProgress, type TransferReport } from '@roamdesk/transfer';
 
 import { ApiError, ClientError } from '../errors.ts';
+import { type LocalStoreLock, lockLocalStore } from '../local-store.ts';
 import type { FetchFn } from '../http.ts';
 import { LeaseApi } from './api.ts';
 import { DeviceClock, systemTime, type ClockReading, type TimeSource } from './clock.ts';
@@ -70,6 +71,8 @@ export interface DeviceAgentOptions {
   callTimeoutMs?: number;
   maxChainLength?: number;
   qemuImg?: QemuImg;
+  /** How long to wait for another process's store lock (default 30 s). */
+  storeLockWaitMs?: number;
 }
 
 export interface CheckoutResult {
@@ -156,6 +159,8 @@ export class DeviceAgent {
   readonly #opts: DeviceAgentOptions;
   #store: Promise<Store> | undefined;
   readonly #img: QemuImg;
+  /** The local store's lock (store.lock, shared with prefetch), held while this agent changes the store; re-entrant. */
+  #storeLock: { depth: number; held: LocalStoreLock | null } = { depth: 0, held: null };
 
   constructor(opts: DeviceAgentOptions) {
     this.#opts = opts;
@@ -170,9 +175,48 @@ export class DeviceAgent {
     return join(this.home, 'store');
   }
 
+  /**
+   * The local store. Opened as its writer (stale temp files removed) when this agent holds the store lock, else
+   * as a reader (another roamdesk process, e.g. a prefetch, may be writing it).
+   */
   async store(): Promise<Store> {
-    this.#store ??= (this.#opts.openStore ?? ((root: string) => Store.open(root)))(this.storeRoot);
+    const reader = this.#storeLock.depth === 0;
+    this.#store ??= this.#opts.openStore !== undefined ? this.#opts.openStore(this.storeRoot) : Store.open(this.storeRoot, { reader });
     return this.#store;
+  }
+
+  /**
+   * Hold the local store's lock (the one prefetch takes) while changing the store: sealing, compacting,
+   * downloading, creating or discarding overlays, quarantining. Waits up to 30 s for another process to finish.
+   */
+  async #lockStore(purpose: string): Promise<{ release(): Promise<void> }> {
+    const l = this.#storeLock;
+    if (l.depth === 0) {
+      const deadline = Date.now() + (this.#opts.storeLockWaitMs ?? 30_000);
+      for (;;) {
+        try {
+          l.held = await lockLocalStore(this.home, purpose);
+          break;
+        } catch (err) {
+          if (!(err instanceof ClientError && err.code === 'CLIENT_ERR_BUSY') || Date.now() > deadline) throw err;
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
+    }
+    l.depth += 1;
+    let released = false;
+    return {
+      release: async () => {
+        if (released) return;
+        released = true;
+        l.depth -= 1;
+        if (l.depth === 0) {
+          const held = l.held;
+          l.held = null;
+          await held?.release();
+        }
+      },
+    };
   }
 
   /** The compaction threshold: this agent's option, else the server's policy, else DEFAULT_MAX_CHAIN_LENGTH. */
@@ -301,6 +345,7 @@ export class DeviceAgent {
   async checkout(name: string, opts: { onProgress?: AgentProgressFn; signal?: AbortSignal } = {}): Promise<CheckoutResult> {
     const id = await this.identity.require();
     const lock = await lockDesktop(this.home, name, 'check-out');
+    let storeLock: { release(): Promise<void> } | undefined;
     try {
       const step = (s: AgentStep, transfer?: TransferProgress, objects?: readonly StoredObject[]): void =>
         opts.onProgress?.({ step: s, desktop: name, ...(transfer !== undefined ? { transfer } : {}), ...(objects !== undefined ? { objects } : {}) });
@@ -334,6 +379,7 @@ export class DeviceAgent {
       }
       const top = co.chain.at(-1);
       if (top === undefined) throw new DeviceError('DEVICE_ERR_CHAIN_INVALID', 'the server sent an empty chain', { desktop: name });
+      storeLock = await this.#lockStore(`check-out ${name}`);
       const store = await this.store();
       if (rec !== null && rec.generation !== co.lease.generation) {
         // A check-out from an earlier generation that never completed: its overlay holds nothing of value
@@ -383,6 +429,7 @@ export class DeviceAgent {
         rec.overlay = await store.createOverlay(top.id, { label: 'local' });
         await this.records.save(rec);
       }
+      await storeLock.release();
       step('confirm');
       const confirmed = await api.confirmCheckout(name, rec.generation);
       rec.state = 'checked-out';
@@ -391,6 +438,7 @@ export class DeviceAgent {
       await this.records.save(rec);
       return this.#checkoutResult(rec, false, report);
     } finally {
+      await storeLock?.release();
       await lock.release();
     }
   }
@@ -462,7 +510,14 @@ export class DeviceAgent {
       }
       const r = await api.cancelCheckout(name, generation);
       if (rec !== null) {
-        if (rec.overlay !== null) await (await this.store()).discardOverlay(rec.overlay).catch(() => undefined);
+        if (rec.overlay !== null) {
+          const sl = await this.#lockStore(`cancel ${name}`);
+          try {
+            await (await this.store()).discardOverlay(rec.overlay).catch(() => undefined);
+          } finally {
+            await sl.release();
+          }
+        }
         await this.records.remove(name);
       }
       return { desktop: name, generation: r.lease.generation };
@@ -503,13 +558,19 @@ export class DeviceAgent {
         hint: 'connect to the server (any roamdesk command renews the grant while it is reachable)',
       });
     }
-    const store = await this.store();
-    await this.#collectGarbage(rec, store);
-    if (rec.state === 'checking-in' || rec.overlay === null) {
-      // A check-in that sealed the overlay but did not commit: keep working on a fresh overlay.
-      rec.overlay = await store.createOverlay(sealedTop(rec), { label: 'local' });
-      rec.state = 'checked-out';
-      await this.records.save(rec);
+    const sl = await this.#lockStore(`start ${name}`);
+    let store: Store;
+    try {
+      store = await this.store();
+      await this.#collectGarbage(rec, store);
+      if (rec.state === 'checking-in' || rec.overlay === null) {
+        // A check-in that sealed the overlay but did not commit: keep working on a fresh overlay.
+        rec.overlay = await store.createOverlay(sealedTop(rec), { label: 'local' });
+        rec.state = 'checked-out';
+        await this.records.save(rec);
+      }
+    } finally {
+      await sl.release();
     }
     const vm = await startLocalVm(this.home, store, rec, opts);
     return { ...vm, grant, online };
@@ -538,12 +599,17 @@ export class DeviceAgent {
     try {
       const rec = await this.records.require(name);
       if (rec.state !== 'checked-out') throw new DeviceError('DEVICE_ERR_LEASE_STATE', `desktop ${name} is ${rec.state} here`, { desktop: name });
-      const store = await this.store();
+      const sl = await this.#lockStore(`seal ${name}`);
       const before = rec.chain.length;
-      if ((await localVm(this.home, rec.desktopId)).running) {
-        await withLocalQmp(this.home, rec.desktopId, (qmp, activeNode) => this.#sealLive(rec, store, qmp, activeNode));
-      } else {
-        await this.#sealStopped(rec, store, true);
+      try {
+        const store = await this.store();
+        if ((await localVm(this.home, rec.desktopId)).running) {
+          await withLocalQmp(this.home, rec.desktopId, (qmp, activeNode) => this.#sealLive(rec, store, qmp, activeNode));
+        } else {
+          await this.#sealStopped(rec, store, true);
+        }
+      } finally {
+        await sl.release();
       }
       return { desktop: name, layer: rec.chain.length > before ? sealedTop(rec) : null, pending: pendingLayers(rec).length };
     } finally {
@@ -572,21 +638,26 @@ export class DeviceAgent {
       if (rec.state !== 'checked-out') {
         throw new DeviceError('DEVICE_ERR_LEASE_STATE', `desktop ${name} is ${rec.state} here`, { desktop: name, hint: rec.state === 'checking-out' ? `finish the check-out: roamdesk checkout ${name}` : `finish the check-in: roamdesk checkin ${name}` });
       }
-      const store = await this.store();
       const running = (await localVm(this.home, rec.desktopId)).running;
       step('seal');
       let compacted = false;
-      if (running) {
-        await withLocalQmp(this.home, rec.desktopId, async (qmp, activeNode) => {
-          await this.#sealLive(rec, store, qmp, activeNode);
+      const sl = await this.#lockStore(`replicate ${name}`);
+      try {
+        const store = await this.store();
+        if (running) {
+          await withLocalQmp(this.home, rec.desktopId, async (qmp, activeNode) => {
+            await this.#sealLive(rec, store, qmp, activeNode);
+            step('compact');
+            compacted = await this.#compact(rec, store, { qmp });
+          });
+        } else {
+          await this.#collectGarbage(rec, store);
+          await this.#sealStopped(rec, store, true);
           step('compact');
-          compacted = await this.#compact(rec, store, { qmp });
-        });
-      } else {
-        await this.#collectGarbage(rec, store);
-        await this.#sealStopped(rec, store, true);
-        step('compact');
-        compacted = await this.#compact(rec, store, null);
+          compacted = await this.#compact(rec, store, null);
+        }
+      } finally {
+        await sl.release();
       }
       const pending = pendingLayers(rec);
       if (pending.length === 0) {
@@ -652,16 +723,22 @@ export class DeviceAgent {
       if (rec.state === 'checking-out') {
         throw new DeviceError('DEVICE_ERR_LEASE_STATE', `the check-out of ${name} is not finished`, { desktop: name, hint: `finish it (roamdesk checkout ${name}) or cancel it (roamdesk checkout --cancel ${name})` });
       }
-      const store = await this.store();
-      await this.#collectGarbage(rec, store);
-      step('seal');
-      if (rec.state === 'checked-out') {
-        await this.#sealStopped(rec, store, false);
-        rec.state = 'checking-in';
-        await this.records.save(rec);
+      const sl = await this.#lockStore(`check-in ${name}`);
+      let compacted: boolean;
+      try {
+        const store = await this.store();
+        await this.#collectGarbage(rec, store);
+        step('seal');
+        if (rec.state === 'checked-out') {
+          await this.#sealStopped(rec, store, false);
+          rec.state = 'checking-in';
+          await this.records.save(rec);
+        }
+        step('compact');
+        compacted = await this.#compact(rec, store, null);
+      } finally {
+        await sl.release();
       }
-      step('compact');
-      const compacted = await this.#compact(rec, store, null);
       const pending = pendingLayers(rec);
       const top = sealedTop(rec);
       let operation: string | null = null;
@@ -692,7 +769,7 @@ export class DeviceAgent {
         alreadyCommitted = true;
       }
       step('cleanup');
-      await this.#forget(rec, store);
+      await this.#forget(rec);
       return {
         desktop: name, generation: lr?.lease.generation ?? rec.generation, top, layersSent: pending.map((o) => o.id), compacted, upload: report,
         stopped, alreadyCommitted,
@@ -888,18 +965,31 @@ export class DeviceAgent {
   }
 
   /** After a committed check-in: drop the overlay, the run dir and the record; the objects stay as seeds. */
-  async #forget(rec: LocalDesktop, store: Store): Promise<void> {
-    if (rec.overlay !== null) await store.discardOverlay(rec.overlay).catch(() => undefined);
+  async #forget(rec: LocalDesktop): Promise<void> {
+    if (rec.overlay !== null) {
+      const sl = await this.#lockStore(`clean up ${rec.name}`);
+      try {
+        await (await this.store()).discardOverlay(rec.overlay).catch(() => undefined);
+      } finally {
+        await sl.release();
+      }
+    }
     await removeRunDir(this.home, rec.desktopId).catch(() => undefined);
     await this.records.remove(rec.name);
   }
 
   async #quarantineIfStopped(rec: LocalDesktop): Promise<QuarantineEntry | null> {
     if ((await localVm(this.home, rec.desktopId)).running) return null;
-    const store = await this.store();
-    const entry = await quarantineDesktop(this.home, store, rec, rec.lostReason ?? 'the lease moved away');
-    rec.overlay = null;
-    await this.#collectGarbage(rec, store).catch(() => undefined);
+    const sl = await this.#lockStore(`quarantine ${rec.name}`);
+    let entry: QuarantineEntry;
+    try {
+      const store = await this.store();
+      entry = await quarantineDesktop(this.home, store, rec, rec.lostReason ?? 'the lease moved away');
+      rec.overlay = null;
+      await this.#collectGarbage(rec, store).catch(() => undefined);
+    } finally {
+      await sl.release();
+    }
     await removeRunDir(this.home, rec.desktopId).catch(() => undefined);
     await this.records.remove(rec.name);
     return entry;

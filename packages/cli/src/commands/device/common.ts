@@ -3,7 +3,7 @@
 
 import type { Command } from 'commander';
 
-import { ApiError, DeviceAgent, type AgentProgress, localStore, StateStore } from '@roamdesk/client';
+import { ApiError, DeviceAgent, type AgentProgress, StateStore } from '@roamdesk/client';
 
 import { CliError } from '../../errors.ts';
 import type { CommandContext } from '../../main.ts';
@@ -15,7 +15,8 @@ export async function openAgent(): Promise<DeviceAgent> {
   const state = new StateStore();
   const s = await state.load();
   const session = s.server !== null && s.session !== null ? { server: s.server, token: s.session.token } : null;
-  return new DeviceAgent({ home: state.dir, session, openStore: () => localStore(state.dir) });
+  // The agent opens the local store itself, as its writer only while it holds the store lock (shared with prefetch).
+  return new DeviceAgent({ home: state.dir, session });
 }
 
 /** Run a device command: its Output, errors explained (what failed, why, what to do). */
