@@ -473,6 +473,7 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     assert.equal(typeof st['overlay'], 'string');
     for (const f of [st['image'], ...(st['layers'] as string[]), st['overlay']]) assert.ok((await stat(String(f))).isFile(), `${String(f)} exists`);
     assert.equal((st['offlineLease'] as { ok: boolean }).ok, true);
+    assert.ok((st['objects'] as Array<{ local: string }>).every((o) => o.local === 'complete'), 'the chain status keys, all local');
     const all = await cli(dir, ['status']);
     assert.deepEqual((all['checkouts'] as Array<{ desktop: string }>).map((c) => c.desktop), ['cli']);
 

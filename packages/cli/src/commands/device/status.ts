@@ -4,7 +4,7 @@
 // this first and keeps its server-chain status for desktops that are not checked out here.
 
 import type { Lease } from '@roamdesk/api';
-import { type CheckoutStatus, type DeviceAgent, isOffline, LeaseApi } from '@roamdesk/client';
+import { type CheckoutStatus, type DeviceAgent, existingLocalStore, isOffline, LeaseApi, localObjectStatus } from '@roamdesk/client';
 
 import { formatBytes, shortId } from '../../format.ts';
 import type { Output } from '../../output.ts';
@@ -82,7 +82,14 @@ export async function localStatus(name: string | undefined, out: Output): Promis
   if ((await agent.local(name).catch(() => null)) === null) return false;
   const server = await serverView(agent, name);
   const s = await agent.status(name);
-  if (s === null) return false; // a lost lease was just quarantined by the heartbeat's follow-up
-  out.result({ ...s, server }, () => checkoutText(s, server));
+  const rec = await agent.local(name);
+  if (s === null || rec === null) return false;
+  // The keys of the server-chain status (remote/prefetch.ts) too, for the local chain: one JSON shape for scripts.
+  const objects = await localObjectStatus(await existingLocalStore(agent.home), rec.chain);
+  const chain = {
+    source: 'device', asOf: new Date().toISOString(), objects,
+    bytesTotal: objects.reduce((n, o) => n + o.size, 0), bytesLocal: objects.reduce((n, o) => n + o.localBytes, 0),
+  };
+  out.result({ ...s, ...chain, server }, () => checkoutText(s, server));
   return true;
 }
