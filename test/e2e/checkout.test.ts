@@ -22,12 +22,12 @@ import { Store } from '@roamdesk/store';
 import { TransferError, uploadObjects } from '@roamdesk/transfer';
 import WebSocket from 'ws';
 
-import { tempDir } from '../support/guest-vm.ts';
+import { cycleBoot, tempDir } from '../support/guest-vm.ts';
 import { api, boot, createDesktop, killOurs, login, ourQemus, serial, state, until } from '../support/server.ts';
 
 const MiB = 1024 * 1024;
 const LEASE_POLICY = { maxOfflineSeconds: 60, maxChainLength: 2 };
-const HOMES = ['home-a', 'home-b', 'home-c', 'home-d', 'home-e', 'home-f', 'home-g', 'home-h', 'home-i'];
+const HOMES = ['home-a', 'home-b', 'home-c', 'home-d', 'home-e', 'home-f', 'home-g', 'home-h', 'home-i', 'home-j'];
 const BIN = new URL('../../packages/cli/bin/roamdesk.js', import.meta.url).pathname;
 
 /** Runs the roamdesk CLI with ROAMDESK_HOME=home and parses its --json answer (asynchronously: the server runs in this process). */
@@ -219,6 +219,33 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     assert.deepEqual(last.verified, [0, 1, 2], 'the server VM sees every generation');
     assert.equal(last.allOk, true);
     assert.deepEqual(last.written, [3]);
+  });
+
+  it('live replicate while `stream` writes: every generation logged before the seal is on the server', async () => {
+    await createDesktop(h, token, guest, 'live', guestAppend(guest, 'stream', { genKib: 256, intervalMs: 300 }));
+    const j = agentFor('home-j');
+    await j.register({ name: 'laptop-j' });
+    await j.checkout('live');
+    const { desktopId } = await j.records.require('live');
+    await j.start('live');
+    const writes = async (): Promise<number[]> => summarizeBoot(parseGuestSerial(await localSerialLog(j.home, desktopId, 4 * MiB))).written;
+    await until('three streamed generations', async () => ((await writes()).length >= 3 ? true : undefined), 120_000);
+    const logged = await writes();
+    const rep = await j.replicate('live');
+    assert.equal(rep.layersSent.length, 1);
+    assert.equal((await j.vm('live')).running, true, 'the local VM kept running through the live seal');
+    assert.equal(sha256(serverObject(rep.top)), rep.top, 'the server holds exactly the sealed bytes');
+    await j.stop('live');
+    // The server's replicated state, booted: the same bytes (same id) from the device's store, on a throwaway overlay.
+    const store = await j.store();
+    const overlay = await store.createOverlay(rep.top);
+    try {
+      const check = await cycleBoot(store, overlay, join(tmp.dir, 'run-live'));
+      assert.equal(check.allOk, true, check.serial.slice(-1500));
+      for (const g of logged) assert.ok(check.verified.includes(g), `generation ${g} (logged before the seal) is in the replicated state`);
+    } finally {
+      await store.discardOverlay(overlay).catch(() => undefined);
+    }
   });
 
   it('rollback after a replicate: the server is at the replicated state, unsent work sits in quarantine, the late check-in is fenced', async () => {
