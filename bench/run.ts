@@ -15,6 +15,7 @@ import { hasCommand, killAllProcessesSync, stopAllProcesses } from './exec.ts';
 import { canDropCaches, dropCaches, removeTree } from './fsutil.ts';
 import { describeMachine, sampleLoad } from './machine.ts';
 import { peerScenarios } from './peers.ts';
+import { roamdeskScenarios } from './roamdesk.ts';
 import { renderText, resultsByScenario, writeJson, writeMarkdown, type BenchReport, type GroupReport } from './report.ts';
 import type { AnchorSpeeds, RunContext, Scenario } from './scenario.ts';
 import { summarizeGroup, type RunRecord } from './stats.ts';
@@ -172,6 +173,7 @@ async function main(): Promise<number> {
   const all = [
     ...anchorScenarios({ writeBytes: 512 * MiB, readBytes: 2 * GiB, tcpBytes: (opts.quick ? 1024 : 2048) * MiB, nodeTcpBytes: 512 * MiB }),
     ...peerScenarios(),
+    ...roamdeskScenarios(),
   ];
   const only = opts.only;
   const selected = all.filter((s) => s.group === 'anchors' || only === undefined || s.name.toLowerCase().includes(only) || s.group.includes(only));

@@ -35,6 +35,8 @@ export type GroupName =
   | 'checkout'
   /** Check-out over a throttled 1 Gbit/s link (token-bucket proxy). */
   | 'checkout-1gbit'
+  /** Check-out over a throttled 100 Mbit/s link: where compression has to pay. */
+  | 'checkout-100mbit'
   /** Check-in: the server has the layer and receives the client's 1 % of new writes. */
   | 'checkin'
   /** Initial replication: the client has nothing and fetches the whole base. */

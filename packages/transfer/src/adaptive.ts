@@ -1,26 +1,38 @@
 /**
  * Adaptive compression (notes/performance.md §2): zstd-1 runs at 200–480 MB/s here, below loopback and disk
- * speed, so compressing a fast link only slows it; on a slow link it pays by the compression ratio. The
- * controller starts uncompressed and, after a warm-up (first requests pay for connections, cold caches and
- * first-touch memory), measures the delivered rate over a probe window while sampling zstd's speed and ratio
- * on real pieces. Compression goes on when the predicted compressed rate, min(compressor, link × ratio),
- * beats the measured rate by a margin. The decision then holds for the rest of the transfer.
+ * speed, so compressing a fast link only slows it; on a slow link it pays by the compression ratio. Whether it
+ * pays also depends on who is short of CPU, which no formula knows — so the controller measures both:
+ *   warm-up (uncompressed; the first requests pay for connections, cold caches, first-touch memory)
+ *   → a window uncompressed → a window compressed → keep the faster (raw bytes delivered per second).
+ * Data that does not compress (ratio < 1.1 on sampled pieces) skips the compressed window. The decision then
+ * holds for the rest of the transfer; frames still fall back to raw piece by piece when zstd does not pay.
  */
 import { compressedBound, PieceCodec } from './codec.ts';
 
 export type CompressionMode = 'auto' | 'on' | 'off';
 
 const WARMUP_BYTES = 8 * 1024 * 1024;
-const PROBE_BYTES = 32 * 1024 * 1024;
+/** A window ends after this many raw bytes, or after WINDOW_MS with at least MIN_WINDOW_BYTES. */
+const WINDOW_BYTES = 24 * 1024 * 1024;
+const WINDOW_MS = 1500;
+const MIN_WINDOW_BYTES = 4 * 1024 * 1024;
 const MAX_SAMPLES = 4;
-const MARGIN = 1.25;
+const MARGIN = 1.1;
+
+type Phase = 'warmup' | 'raw' | 'zstd' | 'decided';
+
+interface Window {
+  t0: number;
+  bytes: number;
+}
 
 export class CompressionController {
   #on: boolean;
-  #decided: boolean;
-  #wire = 0;
-  #probeStart: { t: number; wire: number } | null = null;
-  readonly #samples = { bytes: 0, packed: 0, ms: 0, n: 0 };
+  #phase: Phase;
+  #warm = 0;
+  #window: Window | null = null;
+  #rawRate = 0;
+  readonly #samples = { bytes: 0, packed: 0, n: 0 };
   readonly #codec = new PieceCodec();
   #out: Buffer | null = null;
   /** Why the current decision was made (for logs, reports and the benchmark). */
@@ -28,7 +40,7 @@ export class CompressionController {
 
   constructor(readonly mode: CompressionMode, private readonly now: () => number = () => performance.now()) {
     this.#on = mode === 'on';
-    this.#decided = mode !== 'auto';
+    this.#phase = mode === 'auto' ? 'warmup' : 'decided';
     this.reason = mode === 'auto' ? 'transfer too short to measure the link: uncompressed' : `compression ${mode} by request`;
   }
 
@@ -36,42 +48,71 @@ export class CompressionController {
     return this.#on;
   }
 
-  /** Measures zstd's speed and ratio on a real piece (a few samples, spread over the probe). */
+  /** zstd's ratio on a few real pieces (cheap: at most four pieces per transfer). */
   sample(piece: Buffer): void {
-    if (this.#decided || this.#samples.n >= MAX_SAMPLES || piece.length < 64 * 1024) return;
+    if (this.#phase === 'decided' || this.#samples.n >= MAX_SAMPLES || piece.length < 64 * 1024) return;
     if (this.#out === null || this.#out.length < compressedBound(piece.length)) this.#out = Buffer.allocUnsafe(compressedBound(piece.length));
-    const t0 = this.now();
     const { payload } = this.#codec.encode(piece, this.#out);
-    this.#samples.ms += Math.max(0.01, this.now() - t0);
     this.#samples.bytes += piece.length;
     this.#samples.packed += payload.length;
     this.#samples.n++;
   }
 
-  /** `wireBytes` more crossed the link uncompressed (all requests in flight together). */
-  record(wireBytes: number): void {
-    if (this.#decided) return;
-    this.#wire += wireBytes;
-    if (this.#wire < WARMUP_BYTES) return;
-    if (this.#probeStart === null) {
-      this.#probeStart = { t: this.now(), wire: this.#wire };
-      return;
-    }
-    const bytes = this.#wire - this.#probeStart.wire;
-    if (bytes < PROBE_BYTES || this.#samples.n === 0) return;
-    this.decide(bytes / (Math.max(1, this.now() - this.#probeStart.t) / 1000));
+  get #ratio(): number {
+    return this.#samples.packed > 0 ? this.#samples.bytes / this.#samples.packed : 1;
   }
 
-  /** `linkRate`: bytes/s delivered by all requests together. Exposed for tests. */
-  decide(linkRate: number): void {
-    if (this.#decided) return;
-    this.#decided = true;
-    const s = this.#samples;
-    const rate = s.ms > 0 ? (s.bytes / s.ms) * 1000 : 0;
-    const ratio = s.packed > 0 ? s.bytes / s.packed : 1;
-    const predicted = Math.min(rate, linkRate * ratio);
-    this.#on = predicted > linkRate * MARGIN;
-    const mb = (n: number): string => `${(n / 1e6).toFixed(0)} MB/s`;
-    this.reason = `measured ${mb(linkRate)}; zstd-1 ${mb(rate)} at ratio ${ratio.toFixed(2)}: compression ${this.#on ? 'on' : 'off'}`;
+  /** A piece of `rawBytes` arrived (or was sent), compressed or not. */
+  record(rawBytes: number, compressed: boolean): void {
+    const t = this.now();
+    switch (this.#phase) {
+      case 'decided':
+        return;
+      case 'warmup':
+        this.#warm += rawBytes;
+        if (this.#warm >= WARMUP_BYTES) this.#phase = 'raw';
+        return;
+      case 'raw':
+      case 'zstd': {
+        // Frames of the other encoding may still arrive from requests started before the switch: ignore them.
+        if (compressed !== (this.#phase === 'zstd')) return;
+        if (this.#window === null) {
+          this.#window = { t0: t, bytes: 0 };
+          return;
+        }
+        this.#window.bytes += rawBytes;
+        const ms = t - this.#window.t0;
+        if (this.#window.bytes < WINDOW_BYTES && !(ms >= WINDOW_MS && this.#window.bytes >= MIN_WINDOW_BYTES)) return;
+        const rate = this.#window.bytes / (Math.max(1, ms) / 1000);
+        this.#window = null;
+        if (this.#phase === 'raw') {
+          this.#rawRate = rate;
+          if (this.#samples.n > 0 && this.#ratio < MARGIN) this.#decide(false, `data compresses only ${this.#ratio.toFixed(2)}×`);
+          else {
+            this.#phase = 'zstd';
+            this.#on = true;
+          }
+        } else {
+          this.#decide(rate > this.#rawRate * MARGIN, `${mb(this.#rawRate)} uncompressed vs ${mb(rate)} with zstd-1 (ratio ${this.#ratio.toFixed(2)})`);
+        }
+        return;
+      }
+    }
   }
+
+  /** Forces the decision from measured rates (bytes/s). Exposed for tests and for callers that know the link. */
+  decideFromRates(rawRate: number, zstdRate: number): void {
+    this.#rawRate = rawRate;
+    this.#decide(zstdRate > rawRate * MARGIN, `${mb(rawRate)} uncompressed vs ${mb(zstdRate)} with zstd-1`);
+  }
+
+  #decide(on: boolean, why: string): void {
+    this.#phase = 'decided';
+    this.#on = on;
+    this.reason = `${why}: compression ${on ? 'on' : 'off'}`;
+  }
+}
+
+function mb(n: number): string {
+  return `${(n / 1e6).toFixed(0)} MB/s`;
 }

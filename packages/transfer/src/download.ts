@@ -275,8 +275,8 @@ async function fetchBatch(
         p.bytesOnWire += wire;
         if (frame.encoding !== 0) decodedInto = w.pool.take();
         const raw = w.codec.decode(frame.encoding, frame.payload, frame.rawLength, decodedInto ?? frame.payload);
-        if (frame.encoding === 0) run.controller.record(wire);
         run.controller.sample(raw);
+        run.controller.record(raw.length, encoding === 'zstd');
         p.compression = run.controller.compress;
         if (raw.length !== pieceRange(m, frame.index).length) {
           throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${frame.index} has the wrong length`, { index: frame.index });

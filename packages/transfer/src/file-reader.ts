@@ -8,7 +8,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { TransferError } from './errors.ts';
 import { pieceRange, type Manifest } from './manifest.ts';
 
-const READ_AHEAD = 3;
+export const READ_AHEAD = 3;
 
 export async function forEachPiece(
   fh: FileHandle, m: Pick<Manifest, 'size' | 'pieceSize'>, indices: readonly number[],

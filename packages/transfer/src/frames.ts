@@ -75,6 +75,26 @@ export class BufferPool {
   }
 }
 
+/** Pools by buffer size, shared by everything one sender or receiver does over its lifetime. */
+export class BufferPools {
+  readonly #pools = new Map<number, BufferPool>();
+  constructor(private readonly maxPerSize = 32) {}
+  take(size: number): Buffer {
+    return this.pool(size).take();
+  }
+  give(b: Buffer): void {
+    this.#pools.get(b.length)?.give(b);
+  }
+  pool(size: number): BufferPool {
+    let p = this.#pools.get(size);
+    if (p === undefined) {
+      p = new BufferPool(size, this.maxPerSize);
+      this.#pools.set(size, p);
+    }
+    return p;
+  }
+}
+
 /**
  * Splits a byte stream into frames. Payloads are assembled into pooled buffers; a truncated stream (ends
  * inside a header or payload) is a protocol error, so a cut connection never yields a partial piece.

@@ -8,6 +8,7 @@ import { open } from 'node:fs/promises';
 import type { ObjectInfo, Store } from '@roamdesk/store';
 
 import { TransferError } from './errors.ts';
+import { BufferPools } from './frames.ts';
 import { DEFAULT_PIECE_SIZE, isValidPieceSize, type Manifest } from './manifest.ts';
 import type { ManifestCache } from './manifest-source.ts';
 import type { ObjectDescription, WireEncoding } from './protocol.ts';
@@ -21,6 +22,7 @@ export interface PiecesRequest {
 }
 
 export class ObjectServer {
+  readonly #pools = new BufferPools();
   constructor(private readonly store: Store, private readonly manifests: ManifestCache) {}
 
   describe(info: ObjectInfo): ObjectDescription {
@@ -42,7 +44,7 @@ export class ObjectServer {
     const fh = await open(this.store.objectPath(info.id), 'r');
     try {
       const indices = Array.from({ length: req.count }, (_, k) => req.first + k);
-      return await sendPieces(fh, m, indices, req.encoding === 'zstd', write, signal);
+      return await sendPieces(fh, m, indices, req.encoding === 'zstd', write, this.#pools, signal);
     } finally {
       await fh.close();
     }

@@ -17,7 +17,7 @@ import type { ObjectInfo, Store } from '@roamdesk/store';
 
 import { PieceCodec } from './codec.ts';
 import { TransferError } from './errors.ts';
-import { BufferPool, readFrames } from './frames.ts';
+import { BufferPools, readFrames } from './frames.ts';
 import { type Manifest, parseManifest } from './manifest.ts';
 import { PartialObject } from './partial-object.ts';
 import { toRanges, type UploadState } from './protocol.ts';
@@ -36,6 +36,8 @@ interface Open {
 
 export class UploadRegistry {
   readonly #open = new Map<string, Promise<Open>>();
+  /** Receive buffers reused across requests (fresh memory is slow to touch on these VMs). */
+  readonly #pools = new BufferPools();
 
   constructor(private readonly store: Store) {}
 
@@ -80,15 +82,19 @@ export class UploadRegistry {
   async receive(owner: string, uploadId: string, body: AsyncIterable<Buffer>): Promise<UploadState> {
     const o = await this.#get(owner, uploadId);
     const m = o.partial.manifest;
-    const pool = new BufferPool(m.pieceSize, 2);
+    const pool = this.#pools.pool(m.pieceSize);
     const codec = new PieceCodec();
-    const decoded = Buffer.allocUnsafeSlow(m.pieceSize);
-    for await (const frame of readFrames(body, pool)) {
-      try {
-        await o.partial.accept(frame.index, codec.decode(frame.encoding, frame.payload, frame.rawLength, decoded));
-      } finally {
-        frame.release();
+    const decoded = pool.take();
+    try {
+      for await (const frame of readFrames(body, pool)) {
+        try {
+          await o.partial.accept(frame.index, codec.decode(frame.encoding, frame.payload, frame.rawLength, decoded));
+        } finally {
+          frame.release();
+        }
       }
+    } finally {
+      pool.give(decoded);
     }
     return stateOf(uploadId, o.partial);
   }

@@ -13,6 +13,7 @@ import { backoff, BatchQueue, planBatches } from './batches.ts';
 import { DEFAULT_BATCH_BYTES, DEFAULT_IN_FLIGHT, DEFAULT_MAX_ATTEMPTS, type TransferTuning } from './download.ts';
 import { abortedError, TransferError } from './errors.ts';
 import { forEachPiece } from './file-reader.ts';
+import { BufferPools } from './frames.ts';
 import { connect, type Connection, isRetryable, type Remote, send, sendJson } from './http.ts';
 import { DEFAULT_PIECE_SIZE, type Manifest, pieceRange } from './manifest.ts';
 import { computeManifest, type ManifestCache } from './manifest-source.ts';
@@ -39,6 +40,7 @@ interface Run {
   readonly signal: AbortSignal;
   piecesRetried: number;
   bytesTransferred: number;
+  readonly pools: BufferPools;
 }
 
 export async function uploadObjects(opts: UploadOptions): Promise<TransferReport> {
@@ -52,6 +54,7 @@ export async function uploadObjects(opts: UploadOptions): Promise<TransferReport
     signal: opts.signal ?? new AbortController().signal,
     piecesRetried: 0,
     bytesTransferred: 0,
+    pools: new BufferPools(),
   };
   const reports: ObjectReport[] = [];
   try {
@@ -139,25 +142,25 @@ async function sendMissing(
         }
         if (indices.length > 0) {
           // A sample for the compression decision, from the data itself.
-          if (!run.controller.compress) {
-            await forEachPiece(fh, m, [indices[0]!], (_i, d) => { run.controller.sample(d); });
+          if (run.controller.mode === 'auto') {
+            const sample = run.pools.take(m.pieceSize);
+            await forEachPiece(fh, m, [indices[0]!], (_i, d) => { run.controller.sample(d); }, { buffers: [sample] });
+            run.pools.give(sample);
           }
           const compress = run.controller.compress;
           p.compression = compress;
-          let wire = 0;
           const res = await send(run.conn, {
             method: 'PUT', path: `/uploads/${uploadId}/pieces`, headers: { 'content-type': PIECES_CONTENT_TYPE }, signal: run.signal,
             body: async (write) => {
               await sendPieces(fh, m, indices, compress, async (header, payload) => {
-                wire += header.length + payload.length;
                 p.bytesOnWire += header.length + payload.length;
                 await write(header, payload);
-              }, run.signal);
+              }, run.pools, run.signal);
             },
           });
           const text = await readAll(res);
           last = JSON.parse(text) as UploadState;
-          if (!compress) run.controller.record(wire);
+          run.controller.record(indices.reduce((n, i) => n + pieceRange(m, i).length, 0), compress);
           const sent = indices.reduce((n, i) => n + pieceRange(m, i).length, 0);
           run.bytesTransferred += sent;
           p.bytesDone += sent;

@@ -152,34 +152,56 @@ describe('batches', () => {
 
 describe('CompressionController', () => {
   const compressible = Buffer.from('a text-like desktop disk '.repeat(40000));
-  it('stays off on a link faster than the compressor', () => {
-    const c = new CompressionController('auto');
-    c.sample(compressible);
-    c.decide(50e9);
+  const MiB = 1024 * 1024;
+  /** Feeds pieces at `rawRate` bytes/s uncompressed and `zstdRate` compressed, as the transfer would. */
+  function drive(samplePiece: Buffer, rawRate: number, zstdRate: number): CompressionController {
+    let t = 0;
+    const c = new CompressionController('auto', () => t);
+    for (let i = 0; i < 200 && c.reason.startsWith('transfer'); i++) {
+      c.sample(samplePiece);
+      t += (MiB / (c.compress ? zstdRate : rawRate)) * 1000;
+      c.record(MiB, c.compress);
+    }
+    return c;
+  }
+  it('stays off where compressing is slower (a fast link)', () => {
+    const c = drive(compressible, 900e6, 350e6);
+    assert.equal(c.compress, false, c.reason);
+    assert.match(c.reason, /900 MB\/s uncompressed vs 350 MB\/s with zstd-1.*compression off/);
+  });
+  it('turns on where compressing delivers more (a slow link)', () => {
+    const c = drive(compressible, 12.5e6, 30e6);
+    assert.equal(c.compress, true, c.reason);
+  });
+  it('never tries compression for data that does not compress', () => {
+    let tried = false;
+    let t = 0;
+    const c = new CompressionController('auto', () => t);
+    const noise = randomBytes(1 << 20);
+    for (let i = 0; i < 200 && c.reason.startsWith('transfer'); i++) {
+      c.sample(noise);
+      tried ||= c.compress;
+      t += 80;
+      c.record(MiB, c.compress);
+    }
+    assert.equal(tried, false);
     assert.equal(c.compress, false);
-    assert.match(c.reason, /compression off/);
+    assert.match(c.reason, /compresses only/);
   });
-  it('turns on for compressible data on a slow link', () => {
-    const c = new CompressionController('auto');
-    c.sample(compressible);
-    c.decide(12.5e6);
-    assert.equal(c.compress, true);
-  });
-  it('stays off for incompressible data on a slow link', () => {
-    const c = new CompressionController('auto');
-    c.sample(randomBytes(1 << 20));
-    c.decide(12.5e6);
-    assert.equal(c.compress, false);
-  });
-  it('decides from measured traffic after a warm-up and probe window', () => {
+  it('ignores frames of the other encoding still arriving from earlier requests', () => {
     let t = 0;
     const c = new CompressionController('auto', () => t);
     c.sample(compressible);
-    for (let i = 0; i < 100 && c.reason.startsWith('transfer'); i++) {
-      t += 1000; // 4 MiB per second: a slow link
-      c.record(4 * 1024 * 1024);
+    for (let i = 0; i < 40 && !c.compress; i++) {
+      t += 100;
+      c.record(MiB, false);
     }
-    assert.equal(c.compress, true, c.reason);
+    assert.equal(c.compress, true, 'in the compressed window');
+    for (let i = 0; i < 100; i++) {
+      t += 1;
+      c.record(MiB, false); // late raw frames: must not end the compressed window
+    }
+    assert.equal(c.reason.startsWith('transfer'), true);
   });
   it('obeys on and off', () => {
     assert.equal(new CompressionController('on').compress, true);
