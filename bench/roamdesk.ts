@@ -5,7 +5,7 @@
  * checked with qemu-img compare against the workload's file.
  */
 import { link, mkdir, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 import { type ObjectInfo, Store } from '@roamdesk/store';
 import { type CompressionMode, downloadObjects, type ObjectDescription, type Remote, type TransferReport, uploadObjects } from '@roamdesk/transfer';
@@ -28,7 +28,7 @@ interface Running {
 
 /** A layer file of the workload (backing `v1.qcow2` etc.) as a store layer over `parent` (backing `<id>.qcow2`). */
 async function importWorkloadLayer(store: Store, layer: LayerImage, parent: ObjectInfo, tmp: string): Promise<ObjectInfo> {
-  const copy = join(tmp, `rebased-${parent.id.slice(0, 8)}-${layer.file}`);
+  const copy = join(tmp, `rebased-${parent.id.slice(0, 8)}-${basename(layer.file)}`);
   await runCommand('cp', ['--reflink=auto', layer.path, copy]);
   await runCommand('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', `${parent.id}.qcow2`, '-F', 'qcow2', copy]);
   return store.importLayer(copy, parent.id);
