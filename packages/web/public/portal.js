@@ -24,10 +24,12 @@ async function main() {
   });
 
   const { desktops } = await api('/api/v1/desktops');
+  const { operations } = await api('/api/v1/operations?limit=100').catch(() => ({ operations: [] }));
   const tbody = /** @type {HTMLElement} */ (document.querySelector('#desktops tbody'));
   for (const d of desktops) {
     const tr = document.createElement('tr');
-    for (const text of [d.name, d.state, d.location]) {
+    const op = operations.find((/** @type {any} */ o) => o.desktop === d.name && o.state === 'running');
+    for (const text of [d.name, d.state, where(d), op === undefined ? '' : describeOperation(op)]) {
       const td = document.createElement('td');
       td.textContent = text; // textContent, never innerHTML: names come from the server but stay data
       tr.append(td);
@@ -43,7 +45,27 @@ async function main() {
     tbody.append(tr);
   }
   /** @type {HTMLElement} */ (document.querySelector('#desktops .empty')).hidden = desktops.length > 0;
+  // While a check-out, replication or check-in runs, follow its progress.
+  if (operations.some((/** @type {any} */ o) => o.state === 'running')) setTimeout(() => location.reload(), 3000);
   $('desktops').hidden = false;
+}
+
+/** "server", or which device holds the lease and since when. */
+function where(/** @type {any} */ d) {
+  const lease = d.lease;
+  if (d.location !== 'device' || lease === undefined || lease === null) return d.location;
+  const since = new Date(lease.since).toLocaleString();
+  const verb = lease.state === 'checking-out' ? 'being checked out to' : 'checked out to';
+  return `${verb} ${lease.deviceName ?? lease.deviceId} since ${since} (lease ${lease.generation})`;
+}
+
+/** A running operation's progress, as the transfer engine reports it: phase, percent, rate, ETA. */
+function describeOperation(/** @type {any} */ op) {
+  const p = op.progress;
+  const pct = p.bytesTotal > 0 ? ` ${Math.floor((100 * p.bytesDone) / p.bytesTotal)}%` : '';
+  const rate = p.rateBytesPerSec > 0 ? `, ${(p.rateBytesPerSec / 1e6).toFixed(1)} MB/s` : '';
+  const eta = p.etaSeconds !== null && p.etaSeconds > 0 ? `, ${Math.ceil(p.etaSeconds)} s left` : '';
+  return `${op.kind}: ${p.phase}${pct}${rate}${eta}`;
 }
 
 main().catch((e) => {
