@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import type { GrantBody } from '@roamdesk/api';
 import { Store } from '@roamdesk/store';
 
-import { advance, checkGrant, DeviceClock, exportQuarantine, listQuarantine, lockDesktop, offlineElapsed, quarantineDesktop, RecordStore, verifyGrant, type LocalDesktop, type TimeSource } from '../src/device/index.ts';
+import { advance, checkGrant, DeviceAgent, DeviceClock, exportQuarantine, listQuarantine, lockDesktop, offlineElapsed, quarantineDesktop, RecordStore, verifyGrant, type LocalDesktop, type TimeSource } from '../src/device/index.ts';
 
 const { publicKey, privateKey } = generateKeyPairSync('ed25519');
 const PEM = publicKey.export({ type: 'spki', format: 'pem' }).toString();
@@ -202,6 +202,44 @@ describe('local records, lock and quarantine', () => {
     await exportQuarantine(home, entry.id, out);
     assert.equal(spawnSync('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', 'qcow2', expected, out]).status, 0, 'the export shows what the device saw');
     await assert.rejects(exportQuarantine(home, '../../etc', out), { code: 'DEVICE_ERR_QUARANTINE' });
+  });
+});
+
+describe('device agent without a server', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'roamdesk-agent-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a crash between a seal and the record save loses nothing: the next seal finds the sealed layer', async () => {
+    const home = join(dir, 'home');
+    const agent = new DeviceAgent({ home });
+    const store = await agent.store();
+    const base = join(dir, 'base.qcow2');
+    qemu('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
+    const image = await store.importImage(base, { format: 'qcow2' });
+    const ov = await store.createOverlay(image.id, { label: 'local' });
+    qemu('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5e 0 1M', ov.path]);
+    const d = { id: image.id, kind: image.kind, parent: image.parent, size: image.size, virtualSize: image.virtualSize };
+    const rec: LocalDesktop = {
+      version: 1, name: 'work', desktopId: DESKTOP_ID, server: 'http://127.0.0.1:1', deviceId: DEVICE_ID, state: 'checked-out', generation: 2,
+      operation: null, checkedOutAt: new Date().toISOString(), chain: [d], replicatedTop: image.id, replicatedAt: null, lastReplication: null,
+      overlay: ov, grant: null, lastContact: null, config: { memoryMiB: 64, cpus: 1, kernel: null, initrd: null, append: null },
+      garbage: [], lostReason: null, maxChainLength: null, layersOperation: null,
+    };
+    await agent.records.save(rec);
+    const sealed = await store.seal(ov); // ... and the process dies before the record is saved
+    const r = await agent.seal('work');
+    assert.equal(r.layer, sealed.id, 'the orphaned layer is back in the chain');
+    assert.equal(r.pending, 1);
+    const after = await agent.records.require('work');
+    assert.ok(after.overlay !== null && after.overlay.parent === sealed.id, 'a fresh overlay rests on it');
+    const out = join(dir, 'view.qcow2');
+    await store.exportChain(after.overlay, out);
+    qemu('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0x5e 0 1M', out]);
   });
 });
 

@@ -14,10 +14,11 @@
 // its leases moved away (rollback, cancelled check-out, revoked device); those records become 'lost' and their
 // local work goes to quarantine as soon as no VM has it open.
 
-import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { open, readdir, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 
 import type { Device, LeaseResponse, OperationProgress, StoredObject } from '@roamdesk/api';
+import { parseQcow2Header, QCOW2_MAX_HEADER_BYTES } from '@roamdesk/qcow2';
 import { QemuImg } from '@roamdesk/qemu';
 import { Store, type ObjectInfo } from '@roamdesk/store';
 import { downloadObjects, uploadObjects, type TransferProgress, type TransferReport } from '@roamdesk/transfer';
@@ -562,6 +563,7 @@ export class DeviceAgent {
     let store: Store;
     try {
       store = await this.store();
+      await this.#recover(rec, store);
       await this.#collectGarbage(rec, store);
       if (rec.state === 'checking-in' || rec.overlay === null) {
         // A check-in that sealed the overlay but did not commit: keep working on a fresh overlay.
@@ -603,6 +605,7 @@ export class DeviceAgent {
       const before = rec.chain.length;
       try {
         const store = await this.store();
+        await this.#recover(rec, store);
         if ((await localVm(this.home, rec.desktopId)).running) {
           await withLocalQmp(this.home, rec.desktopId, (qmp, activeNode) => this.#sealLive(rec, store, qmp, activeNode));
         } else {
@@ -644,6 +647,7 @@ export class DeviceAgent {
       const sl = await this.#lockStore(`replicate ${name}`);
       try {
         const store = await this.store();
+        await this.#recover(rec, store);
         if (running) {
           await withLocalQmp(this.home, rec.desktopId, async (qmp, activeNode) => {
             await this.#sealLive(rec, store, qmp, activeNode);
@@ -727,6 +731,7 @@ export class DeviceAgent {
       let compacted: boolean;
       try {
         const store = await this.store();
+        await this.#recover(rec, store);
         await this.#collectGarbage(rec, store);
         step('seal');
         if (rec.state === 'checked-out') {
@@ -812,6 +817,40 @@ export class DeviceAgent {
   }
 
   // --- the steps
+
+  /**
+   * A crash between a seal and the record's save leaves the record naming an overlay that is gone: the seal made
+   * it a layer (whose parent is the old overlay's parent) and, for a live seal, a new overlay rests on that layer
+   * (or on the old overlay's name). Find them and write them into the record, so no sealed work is forgotten. No
+   * such layer: the overlay was discarded as empty. Several candidates: refuse rather than guess.
+   */
+  async #recover(rec: LocalDesktop, store: Store): Promise<void> {
+    const ov = rec.overlay;
+    if (ov === null || (await exists(ov.path))) return;
+    const known = new Set([...rec.chain.map((o) => o.id), ...rec.garbage]);
+    for (const other of await this.records.list()) if (other.name !== rec.name) for (const o of other.chain) known.add(o.id);
+    const candidates = (await store.list()).filter((o) => o.parent === ov.parent && !known.has(o.id));
+    if (candidates.length > 1) {
+      throw new DeviceError('DEVICE_ERR_STATE_INVALID', `the overlay of ${rec.name} is gone and ${candidates.length} layers could be its seal`, {
+        desktop: rec.name, candidates: candidates.map((c) => c.id), hint: 'see roamdesk status --json; nothing was deleted',
+      });
+    }
+    const layer = candidates[0];
+    if (layer === undefined) {
+      rec.overlay = null;
+      await this.records.save(rec);
+      return;
+    }
+    rec.chain.push(describe(layer));
+    rec.overlay = null;
+    const names = new Set([`${layer.id}.qcow2`, basename(ov.path)]);
+    for (const f of await readdir(store.objectsDir)) {
+      if (!/^overlay-.*\.qcow2$/.test(f)) continue;
+      const backing = await backingName(join(store.objectsDir, f)).catch(() => null);
+      if (backing !== null && names.has(backing)) rec.overlay = { path: join(store.objectsDir, f), parent: layer.id };
+    }
+    await this.records.save(rec);
+  }
 
   async #sealStopped(rec: LocalDesktop, store: Store, keepOverlay: boolean): Promise<void> {
     const ov = rec.overlay;
@@ -984,6 +1023,7 @@ export class DeviceAgent {
     let entry: QuarantineEntry;
     try {
       const store = await this.store();
+      await this.#recover(rec, store).catch(() => undefined);
       entry = await quarantineDesktop(this.home, store, rec, rec.lostReason ?? 'the lease moved away');
       rec.overlay = null;
       await this.#collectGarbage(rec, store).catch(() => undefined);
@@ -1047,4 +1087,17 @@ export class DeviceAgent {
 
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(() => true, () => false);
+}
+
+/** The backing file name in a qcow2 header, parsed in TypeScript (our own overlays). */
+async function backingName(path: string): Promise<string | null> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    const buf = Buffer.alloc(Math.min(size, QCOW2_MAX_HEADER_BYTES));
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    return parseQcow2Header(buf.subarray(0, bytesRead), { fileSize: size }).backing?.name ?? null;
+  } finally {
+    await fh.close();
+  }
 }
