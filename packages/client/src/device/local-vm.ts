@@ -25,6 +25,8 @@ export const DISK_DEVICE = 'disk0';
 
 export interface LocalVmInfo {
   running: boolean;
+  /** The display the VM was started with (start only; 'none' = VNC only). */
+  display?: DisplayKind;
   pid: number | null;
   runDir: string;
   paths: VmPaths;
@@ -86,22 +88,37 @@ export async function startLocalVm(home: string, store: Store, rec: LocalDesktop
     }
   }
   const append = opts.append ?? c.append;
+  const display = opts.display ?? chooseDisplay();
   const config: VmConfig = {
     name: `roamdesk-${rec.desktopId}`,
     memoryMiB: c.memoryMiB,
     cpus: c.cpus,
     accel: await detectAccel(),
     disk: { nodes: await store.diskNodes(rec.overlay), deviceId: DISK_DEVICE },
-    display: opts.display ?? chooseDisplay(),
+    display,
     noReboot: true,
     ...(c.kernel !== null ? { kernel: { path: c.kernel, ...(c.initrd !== null ? { initrd: c.initrd } : {}), ...(append !== null ? { append } : {}) } } : {}),
   };
   await mkdir(join(home, VMS_DIR), { recursive: true, mode: 0o700 });
   // The previous run's serial log would otherwise be appended to (QEMU opens it for writing): start clean.
   await rm(current.paths.serial, { force: true });
-  const vm = await startVm(config, { runDir: current.runDir, lifetime: 'detached', timeoutMs: opts.timeoutMs ?? 60_000 });
+  const start = (cfg: VmConfig) => startVm(cfg, { runDir: current.runDir, lifetime: 'detached', timeoutMs: opts.timeoutMs ?? 60_000 });
+  let vm;
+  let used = display;
+  try {
+    vm = await start(config);
+  } catch (err) {
+    // A display without QEMU's UI module (Debian: qemu-system-gui not installed) or a display QEMU cannot
+    // open: the desktop still starts, headless, with its screen on VNC (roamdesk console NAME).
+    const raw = (err as { data?: { stderrTail?: unknown } }).data?.stderrTail;
+    const tail = typeof raw === 'string' ? raw : '';
+    if (display === 'none' || opts.display !== undefined || !/display|module ui|gtk|sdl|cannot open/i.test(tail)) throw err;
+    used = 'none';
+    await rm(current.paths.serial, { force: true });
+    vm = await start({ ...config, display: 'none' });
+  }
   await vm.qmp.close().catch(() => undefined);
-  return { running: true, pid: vm.pid, runDir: current.runDir, paths: current.paths };
+  return { running: true, display: used, pid: vm.pid, runDir: current.runDir, paths: current.paths };
 }
 
 async function waitGone(pid: number, ms: number): Promise<boolean> {

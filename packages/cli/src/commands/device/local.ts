@@ -18,12 +18,12 @@ export async function localStart(name: string, out: Output): Promise<boolean> {
   const agent = await checkedOutHere(name);
   if (agent === null) return false;
   const r = await agent.start(name);
-  const display = chooseDisplay();
+  const display = r.display ?? chooseDisplay();
   const headless = display === 'none';
   out.result({ desktop: name, location: 'this-device', display, pid: r.pid, runDir: r.runDir, vncSocket: r.paths.vnc, serialLog: r.paths.serial, online: r.online, offlineLease: r.grant }, () =>
     [
       `Started ${name} on this device (pid ${String(r.pid)}).`,
-      headless ? `No display here: the screen is on VNC only; open it with: roamdesk console ${name}` : `Its window opens on your display (${display}).`,
+      headless ? `Headless (no usable display here): open its screen with: roamdesk console ${name}` : `Its window opens on your display (${display}).`,
       r.grant !== null ? `Offline use allowed until ${r.grant.expiresAt}${r.online ? '' : ' (the server is unreachable: working offline)'}.` : '',
     ].filter((l) => l !== '').join('\n'),
   );
