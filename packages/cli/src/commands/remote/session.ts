@@ -7,6 +7,7 @@ import { ApiClient, ApiError, ClientError, type Session, StateStore } from '@roa
 
 import { CliError, CliUsageError } from '../../errors.ts';
 import type { CommandContext } from '../../main.ts';
+import { quietHeartbeat } from '../device/heartbeat.ts';
 import type { Output } from '../../output.ts';
 
 export const LOGIN_HINT = 'roamdesk login URL --user NAME';
@@ -51,6 +52,8 @@ export async function runRemote(ctx: CommandContext, cmd: Command, fn: (r: Remot
   } catch (err) {
     throw explain(err, remote);
   }
+  // The command reached the server: renew this device's offline grants too.
+  if (remote.server !== undefined) await quietHeartbeat();
 }
 
 /** Add a hint saying what to do to a server refusal; other errors pass through unchanged. */
