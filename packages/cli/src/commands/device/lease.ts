@@ -85,7 +85,8 @@ export function registerLease(program: Command, ctx: CommandContext): void {
               process.stderr.write(`${new Date().toISOString()} ${sent(r, 'replicate')}\n`);
             } catch (err) {
               p.stop();
-              if (every === undefined || intr.signal.aborted || !isOffline(err)) throw err;
+              const offline = isOffline(err) || (err as { code?: unknown }).code === 'XFER_ERR_NETWORK';
+              if (every === undefined || intr.signal.aborted || !offline) throw err;
               process.stderr.write(`${new Date().toISOString()} ${name}: server unreachable, next try in ${every} min\n`);
             }
             const slept = await new Promise<boolean>((res) => {
