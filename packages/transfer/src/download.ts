@@ -32,9 +32,9 @@ import type { ObjectReport, TransferReport } from './report.ts';
 import { findSeedFiles } from './seeds.ts';
 
 export interface TransferTuning {
-  /** Requests in flight (default 4). */
+  /** Requests in flight (default 2). */
   readonly inFlight?: number;
-  /** Bytes per request (default 16 MiB; rounded to whole pieces). */
+  /** Bytes per request (default 32 MiB; rounded to whole pieces). */
   readonly batchBytes?: number;
   readonly pieceSize?: number;
   /** Attempts per piece before the transfer fails (default 5). */
@@ -57,8 +57,12 @@ export interface DownloadOptions extends TransferTuning {
   readonly benchmarkWithoutVerification?: boolean;
 }
 
-export const DEFAULT_IN_FLIGHT = 4;
-export const DEFAULT_BATCH_BYTES = 16 * 1024 * 1024;
+/**
+ * Two requests of 32 MiB in flight: measured on 2 cores (notes/performance.md machine), four in flight were
+ * slower — receiver and sender compete for the same cores; two keep the pipe full while one batch is parsed.
+ */
+export const DEFAULT_IN_FLIGHT = 2;
+export const DEFAULT_BATCH_BYTES = 32 * 1024 * 1024;
 export const DEFAULT_MAX_ATTEMPTS = 5;
 /** Verified pieces being written per request while the next ones arrive. */
 const WRITES_AHEAD = 3;
