@@ -27,14 +27,14 @@ interface Running {
 }
 
 /** A layer file of the workload (backing `v1.qcow2` etc.) as a store layer over `parent` (backing `<id>.qcow2`). */
-async function importWorkloadLayer(store: Store, layer: LayerImage, parent: ObjectInfo, tmp: string): Promise<ObjectInfo> {
+export async function importWorkloadLayer(store: Store, layer: LayerImage, parent: ObjectInfo, tmp: string): Promise<ObjectInfo> {
   const copy = join(tmp, `rebased-${parent.id.slice(0, 8)}-${basename(layer.file)}`);
   await runCommand('cp', ['--reflink=auto', layer.path, copy]);
   await runCommand('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', `${parent.id}.qcow2`, '-F', 'qcow2', copy]);
   return store.importLayer(copy, parent.id);
 }
 
-async function startServer(dataDir: string): Promise<Running> {
+export async function startServer(dataDir: string): Promise<Running> {
   const port = await freePort();
   const proc = startProcess(process.execPath, [CLI, 'server', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], {
     env: { ...process.env, ROAMDESK_ADMIN_PASSWORD: PASSWORD },

@@ -16,6 +16,7 @@ import { canDropCaches, dropCaches, removeTree } from './fsutil.ts';
 import { describeMachine, sampleLoad } from './machine.ts';
 import { peerScenarios } from './peers.ts';
 import { roamdeskScenarios } from './roamdesk.ts';
+import { leaseScenarios } from './roamdesk-lease.ts';
 import { renderText, resultsByScenario, writeJson, writeMarkdown, type BenchReport, type GroupReport } from './report.ts';
 import type { AnchorSpeeds, RunContext, Scenario } from './scenario.ts';
 import { summarizeGroup, type RunRecord } from './stats.ts';
@@ -174,6 +175,7 @@ async function main(): Promise<number> {
     ...anchorScenarios({ writeBytes: 512 * MiB, readBytes: 2 * GiB, tcpBytes: (opts.quick ? 1024 : 2048) * MiB, nodeTcpBytes: 512 * MiB }),
     ...peerScenarios(),
     ...roamdeskScenarios(),
+    ...leaseScenarios(),
   ];
   const only = opts.only;
   const selected = all.filter((s) => s.group === 'anchors' || only === undefined || s.name.toLowerCase().includes(only) || s.group.includes(only));

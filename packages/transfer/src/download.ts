@@ -13,43 +13,23 @@
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import type { Store } from '@roamdesk/store';
-
-import { CompressionController, type CompressionMode } from './adaptive.ts';
 import { backoff, BatchQueue, planBatches, type Batch } from './batches.ts';
 import { PieceCodec } from './codec.ts';
 import { abortedError, TransferError } from './errors.ts';
 import { forEachPiece } from './file-reader.ts';
 import { BufferPool, FRAME_HEADER_BYTES, readFrames } from './frames.ts';
-import { connect, type Connection, isRetryable, type Remote, send, sendJson } from './http.ts';
+import { isRetryable, send, sendJson } from './http.ts';
 import { DEFAULT_PIECE_SIZE, type Manifest, parseManifest, pieceRange } from './manifest.ts';
 import { ObjectHasher } from './object-hasher.ts';
 import { acquireLock } from './lock.ts';
 import { PartialObject } from './partial-object.ts';
-import { ProgressTracker, type TransferProgressCallback } from './progress.ts';
 import { type ObjectDescription, objectPath, piecesQuery } from './protocol.ts';
 import type { ObjectReport, TransferReport } from './report.ts';
+import { DEFAULT_BATCH_BYTES, DEFAULT_IN_FLIGHT, DEFAULT_MAX_ATTEMPTS, runTransfer, type TransferOptions, type TransferRun } from './run.ts';
 import { findSeedFiles } from './seeds.ts';
 
-export interface TransferTuning {
-  /** Requests in flight (default 2). */
-  readonly inFlight?: number;
-  /** Bytes per request (default 32 MiB; rounded to whole pieces). */
-  readonly batchBytes?: number;
-  readonly pieceSize?: number;
-  /** Attempts per piece before the transfer fails (default 5). */
-  readonly maxAttempts?: number;
-  readonly compression?: CompressionMode;
-}
-
-export interface DownloadOptions extends TransferTuning {
-  readonly store: Store;
-  readonly remote: Remote;
-  /** Bottom (image) first: a layer is published only after its parent. */
-  readonly objects: readonly ObjectDescription[];
+export interface DownloadOptions extends TransferOptions {
   readonly seeds?: readonly string[];
-  readonly signal?: AbortSignal;
-  readonly onProgress?: TransferProgressCallback;
   /**
    * Benchmark only: write pieces unchecked, skip the whole-object hash, and DISCARD the result instead of
    * publishing it. Measures what verification costs (notes/performance.md, R6); never use it to fetch data.
@@ -57,56 +37,13 @@ export interface DownloadOptions extends TransferTuning {
   readonly benchmarkWithoutVerification?: boolean;
 }
 
-/**
- * Two requests of 32 MiB in flight: measured on 2 cores (notes/performance.md machine), four in flight were
- * slower — receiver and sender compete for the same cores; two keep the pipe full while one batch is parsed.
- */
-export const DEFAULT_IN_FLIGHT = 2;
-export const DEFAULT_BATCH_BYTES = 32 * 1024 * 1024;
-export const DEFAULT_MAX_ATTEMPTS = 5;
 /** Verified pieces being written per request while the next ones arrive. */
 const WRITES_AHEAD = 3;
 
-interface Run {
-  readonly opts: DownloadOptions;
-  readonly conn: Connection;
-  readonly progress: ProgressTracker;
-  readonly controller: CompressionController;
-  readonly signal: AbortSignal;
-  piecesRetried: number;
-  bytesTransferred: number;
-}
+type Run = TransferRun<DownloadOptions>;
 
 export async function downloadObjects(opts: DownloadOptions): Promise<TransferReport> {
-  const t0 = performance.now();
-  const inFlight = opts.inFlight ?? DEFAULT_IN_FLIGHT;
-  const conn = connect(opts.remote, inFlight);
-  const total = opts.objects.reduce((n, o) => n + o.size, 0);
-  const run: Run = {
-    opts, conn,
-    progress: new ProgressTracker('download', total, opts.objects.length, opts.onProgress),
-    controller: new CompressionController(opts.compression ?? 'auto'),
-    signal: opts.signal ?? new AbortController().signal,
-    piecesRetried: 0,
-    bytesTransferred: 0,
-  };
-  const reports: ObjectReport[] = [];
-  try {
-    for (const [i, desc] of opts.objects.entries()) {
-      run.progress.objectIndex = i;
-      run.progress.objectId = desc.id;
-      reports.push(await downloadOne(run, desc));
-    }
-  } finally {
-    conn.agent.destroy();
-  }
-  run.progress.phase = 'done';
-  run.progress.emit(true);
-  return {
-    direction: 'download', objects: reports, bytesTotal: total, bytesTransferred: run.bytesTransferred,
-    bytesOnWire: run.progress.bytesOnWire, bytesSaved: run.progress.bytesSaved, piecesRetried: run.piecesRetried,
-    seconds: (performance.now() - t0) / 1000, compression: run.controller.compress, compressionReason: run.controller.reason,
-  };
+  return runTransfer('download', opts, downloadOne);
 }
 
 async function downloadOne(run: Run, desc: ObjectDescription): Promise<ObjectReport> {

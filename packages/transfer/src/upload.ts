@@ -6,73 +6,25 @@
  */
 import { open } from 'node:fs/promises';
 
-import type { Store } from '@roamdesk/store';
-
-import { CompressionController } from './adaptive.ts';
 import { backoff, BatchQueue, planBatches } from './batches.ts';
-import { DEFAULT_BATCH_BYTES, DEFAULT_IN_FLIGHT, DEFAULT_MAX_ATTEMPTS, type TransferTuning } from './download.ts';
 import { abortedError, TransferError } from './errors.ts';
 import { forEachPiece } from './file-reader.ts';
-import { BufferPools } from './frames.ts';
-import { connect, type Connection, isRetryable, type Remote, send, sendJson } from './http.ts';
+import { isRetryable, send, sendJson } from './http.ts';
 import { DEFAULT_PIECE_SIZE, type Manifest, pieceRange } from './manifest.ts';
 import { computeManifest, type ManifestCache } from './manifest-source.ts';
-import { ProgressTracker, type TransferProgressCallback } from './progress.ts';
 import { fromRanges, type ObjectDescription, PIECES_CONTENT_TYPE, type UploadState } from './protocol.ts';
 import type { ObjectReport, TransferReport } from './report.ts';
+import { DEFAULT_BATCH_BYTES, DEFAULT_IN_FLIGHT, DEFAULT_MAX_ATTEMPTS, runTransfer, type TransferOptions, type TransferRun } from './run.ts';
 import { sendPieces } from './sender.ts';
 
-export interface UploadOptions extends TransferTuning {
-  readonly store: Store;
-  readonly remote: Remote;
-  /** Bottom first: the server accepts a layer only once it holds the parent. */
-  readonly objects: readonly ObjectDescription[];
+export interface UploadOptions extends TransferOptions {
   readonly manifests?: ManifestCache;
-  readonly signal?: AbortSignal;
-  readonly onProgress?: TransferProgressCallback;
 }
 
-interface Run {
-  readonly opts: UploadOptions;
-  readonly conn: Connection;
-  readonly progress: ProgressTracker;
-  readonly controller: CompressionController;
-  readonly signal: AbortSignal;
-  piecesRetried: number;
-  bytesTransferred: number;
-  readonly pools: BufferPools;
-}
+type Run = TransferRun<UploadOptions>;
 
 export async function uploadObjects(opts: UploadOptions): Promise<TransferReport> {
-  const t0 = performance.now();
-  const conn = connect(opts.remote, opts.inFlight ?? DEFAULT_IN_FLIGHT);
-  const total = opts.objects.reduce((n, o) => n + o.size, 0);
-  const run: Run = {
-    opts, conn,
-    progress: new ProgressTracker('upload', total, opts.objects.length, opts.onProgress),
-    controller: new CompressionController(opts.compression ?? 'auto'),
-    signal: opts.signal ?? new AbortController().signal,
-    piecesRetried: 0,
-    bytesTransferred: 0,
-    pools: new BufferPools(),
-  };
-  const reports: ObjectReport[] = [];
-  try {
-    for (const [i, desc] of opts.objects.entries()) {
-      run.progress.objectIndex = i;
-      run.progress.objectId = desc.id;
-      reports.push(await uploadOne(run, desc));
-    }
-  } finally {
-    conn.agent.destroy();
-  }
-  run.progress.phase = 'done';
-  run.progress.emit(true);
-  return {
-    direction: 'upload', objects: reports, bytesTotal: total, bytesTransferred: run.bytesTransferred,
-    bytesOnWire: run.progress.bytesOnWire, bytesSaved: run.progress.bytesSaved, piecesRetried: run.piecesRetried,
-    seconds: (performance.now() - t0) / 1000, compression: run.controller.compress, compressionReason: run.controller.reason,
-  };
+  return runTransfer('upload', opts, uploadOne);
 }
 
 async function uploadOne(run: Run, desc: ObjectDescription): Promise<ObjectReport> {
