@@ -67,7 +67,7 @@ async function freshPair(ctx: RunContext, t: Template): Promise<Fresh> {
   }
   s = await startServer(dataDir);
   const home = join(ctx.runDir, 'device');
-  const agent = new DeviceAgent({ home, session: { server: url, token: s.remote.token } });
+  const agent = new DeviceAgent({ home, session: { server: s.remote.apiBase.replace(/\/api\/v1$/, ''), token: s.remote.token } });
   await agent.register({ name: 'bench' });
   const local = await Store.open(join(home, 'store'));
   await link(t.store.objectPath(t.base.id), local.objectPath(t.base.id));
