@@ -1,6 +1,6 @@
-// @roamdesk/client: the device side. Today: a typed client for the server's HTTP API, the client state in
-// ROAMDESK_HOME, the local store and prefetch/status of desktops' chains; later: local VMs, check-out,
-// replicate and check-in. Never logs or exits.
+// @roamdesk/client: the device side — a typed client for the server's HTTP API, the client state in
+// ROAMDESK_HOME, the local store, prefetch/status of desktops' chains, and the device agent (device/: check-out,
+// the local VM, offline grants, replicate, check-in, rollback, quarantine). Never logs or exits.
 
 export { ApiClient, type ApiClientOptions, type CallOptions, type ConsoleSession, type ExportOptions, type UploadOptions } from './api-client.ts';
 export { ApiError, ClientError, CLIENT_ERROR_CODES, type ClientErrorCode, type ErrorData } from './errors.ts';
