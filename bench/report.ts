@@ -39,6 +39,7 @@ export const GROUP_TITLES: Readonly<Record<GroupName, string>> = {
   checkout: 'Check-out: the client has the base and fetches the layer',
   'checkout-1gbit': 'Check-out over a 1 Gbit/s link (token-bucket proxy on 127.0.0.1)',
   'checkout-100mbit': 'Check-out over a 100 Mbit/s link (token-bucket proxy on 127.0.0.1)',
+  'fan-out': 'Fan-out: devices downloading one 256 MiB object at once (aggregate MB/s)',
   checkin: 'Check-in: the server has the layer; the client sends its new writes',
   replicate: 'Initial replication: the client fetches the whole base',
   update: 'Base update v1 → v2: the client has v1',

@@ -17,6 +17,7 @@ import { describeMachine, sampleLoad } from './machine.ts';
 import { peerScenarios } from './peers.ts';
 import { roamdeskScenarios } from './roamdesk.ts';
 import { leaseScenarios } from './roamdesk-lease.ts';
+import { fanOutScenarios } from './roamdesk-fanout.ts';
 import { renderText, resultsByScenario, writeJson, writeMarkdown, type BenchReport, type GroupReport } from './report.ts';
 import type { AnchorSpeeds, RunContext, Scenario } from './scenario.ts';
 import { summarizeGroup, type RunRecord } from './stats.ts';
@@ -176,6 +177,7 @@ async function main(): Promise<number> {
     ...peerScenarios(),
     ...roamdeskScenarios(),
     ...leaseScenarios(),
+    ...fanOutScenarios(),
   ];
   const only = opts.only;
   const selected = all.filter((s) => s.group === 'anchors' || only === undefined || s.name.toLowerCase().includes(only) || s.group.includes(only));

@@ -37,6 +37,8 @@ export type GroupName =
   | 'checkout-1gbit'
   /** Check-out over a throttled 100 Mbit/s link: where compression has to pay. */
   | 'checkout-100mbit'
+  /** Many devices downloading the same object at once. */
+  | 'fan-out'
   /** Check-in: the server has the layer and receives the client's 1 % of new writes. */
   | 'checkin'
   /** Initial replication: the client has nothing and fetches the whole base. */

@@ -21,8 +21,16 @@ export interface PiecesRequest {
   readonly encoding: WireEncoding;
 }
 
+/**
+ * Piece streams served at once; more wait their turn holding only their socket. Each stream holds
+ * READ_AHEAD pieces of buffers, so this bounds the server's transfer memory whatever the number of clients
+ * (and the object sizes never mattered: pieces stream through reused buffers).
+ */
+const MAX_CONCURRENT_STREAMS = 8;
+
 export class ObjectServer {
   readonly #pools = new BufferPools();
+  readonly #slots = new Semaphore(MAX_CONCURRENT_STREAMS);
   constructor(private readonly store: Store, private readonly manifests: ManifestCache) {}
 
   describe(info: ObjectInfo): ObjectDescription {
@@ -41,12 +49,38 @@ export class ObjectServer {
     if (!Number.isSafeInteger(req.first) || !Number.isSafeInteger(req.count) || req.first < 0 || req.count < 1 || req.first + req.count > n) {
       throw new TransferError('XFER_ERR_MANIFEST', `pieces ${req.first}…${req.first + req.count - 1} are outside 0…${n - 1}`, { first: req.first, count: req.count, pieces: n });
     }
-    const fh = await open(this.store.objectPath(info.id), 'r');
+    const release = await this.#slots.acquire();
     try {
-      const indices = Array.from({ length: req.count }, (_, k) => req.first + k);
-      return await sendPieces(fh, m, indices, req.encoding === 'zstd', write, this.#pools, signal);
+      const fh = await open(this.store.objectPath(info.id), 'r');
+      try {
+        const indices = Array.from({ length: req.count }, (_, k) => req.first + k);
+        return await sendPieces(fh, m, indices, req.encoding === 'zstd', write, this.#pools, signal);
+      } finally {
+        await fh.close();
+      }
     } finally {
-      await fh.close();
+      release();
     }
+  }
+}
+
+/** A counting semaphore: `acquire` resolves with a release function once a slot is free (FIFO). */
+class Semaphore {
+  #free: number;
+  readonly #waiting: Array<() => void> = [];
+  constructor(slots: number) {
+    this.#free = slots;
+  }
+  async acquire(): Promise<() => void> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.#waiting.shift();
+      if (next !== undefined) next();
+      else this.#free++;
+    };
   }
 }
