@@ -19,14 +19,12 @@ export interface Remote {
 export interface Connection {
   readonly remote: Remote;
   readonly agent: HttpAgent;
-  /** Bytes sent in request bodies. */
-  sent: number;
 }
 
 export function connect(remote: Remote, maxSockets: number): Connection {
   const https = remote.apiBase.startsWith('https:');
   const opts = { keepAlive: true, maxSockets, maxFreeSockets: maxSockets };
-  return { remote, agent: https ? new HttpsAgent(opts) : new HttpAgent(opts), sent: 0 };
+  return { remote, agent: https ? new HttpsAgent(opts) : new HttpAgent(opts) };
 }
 
 export interface RequestInit {
@@ -57,13 +55,9 @@ export async function send(conn: Connection, init: RequestInit): Promise<Incomin
     });
     if (init.body === undefined) req.end();
     else if (Buffer.isBuffer(init.body)) {
-      conn.sent += init.body.length;
       req.end(init.body);
     } else {
-      const write = (...chunks: Buffer[]): Promise<void> => {
-        for (const c of chunks) conn.sent += c.length;
-        return writeChunks(req, chunks);
-      };
+      const write = (...chunks: Buffer[]): Promise<void> => writeChunks(req, chunks);
       init.body(write).then(() => req.end(), (e: unknown) => req.destroy(e instanceof Error ? e : new Error(String(e))));
     }
   });

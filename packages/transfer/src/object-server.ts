@@ -11,7 +11,7 @@ import { TransferError } from './errors.ts';
 import { BufferPools } from './frames.ts';
 import { DEFAULT_PIECE_SIZE, isValidPieceSize, type Manifest } from './manifest.ts';
 import type { ManifestCache } from './manifest-source.ts';
-import type { ObjectDescription, WireEncoding } from './protocol.ts';
+import type { WireEncoding } from './protocol.ts';
 import { sendPieces, type SendStats } from './sender.ts';
 
 export interface PiecesRequest {
@@ -32,10 +32,6 @@ export class ObjectServer {
   readonly #pools = new BufferPools();
   readonly #slots = new Semaphore(MAX_CONCURRENT_STREAMS);
   constructor(private readonly store: Store, private readonly manifests: ManifestCache) {}
-
-  describe(info: ObjectInfo): ObjectDescription {
-    return { id: info.id, kind: info.kind, parent: info.parent, size: info.size, virtualSize: info.virtualSize };
-  }
 
   async manifest(info: ObjectInfo, pieceSize = DEFAULT_PIECE_SIZE): Promise<Manifest> {
     if (!isValidPieceSize(pieceSize)) throw new TransferError('XFER_ERR_MANIFEST', `pieceSize ${String(pieceSize)} is not a power of two between 64 KiB and 16 MiB`, { pieceSize });

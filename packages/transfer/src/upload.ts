@@ -37,7 +37,7 @@ async function uploadOne(run: Run, desc: ObjectDescription): Promise<ObjectRepor
   const manifest = run.opts.manifests !== undefined
     ? await run.opts.manifests.get(path, desc, pieceSize)
     : await computeManifest(path, desc, pieceSize, run.signal);
-  let state = await sendJson<UploadState>(run.conn, { method: 'POST', path: '/uploads', json: { manifest }, signal: run.signal });
+  const state = await sendJson<UploadState>(run.conn, { method: 'POST', path: '/uploads', json: { manifest }, signal: run.signal });
   if (state.uploadId === null || state.complete) {
     p.bytesDone += desc.size;
     p.bytesSaved += desc.size;
@@ -56,7 +56,7 @@ async function uploadOne(run: Run, desc: ObjectDescription): Promise<ObjectRepor
 
   const fh = await open(path, 'r');
   try {
-    state = await sendMissing(run, manifest, uploadId, missing, fh);
+    await sendMissing(run, manifest, uploadId, missing, fh);
   } finally {
     await fh.close();
   }
@@ -75,11 +75,10 @@ async function complete(run: Run, uploadId: string): Promise<void> {
 
 async function sendMissing(
   run: Run, m: Manifest, uploadId: string, missing: number[], fh: Awaited<ReturnType<typeof open>>,
-): Promise<UploadState> {
+): Promise<void> {
   const maxPieces = Math.max(1, Math.floor((run.opts.batchBytes ?? DEFAULT_BATCH_BYTES) / m.pieceSize));
   const queue = new BatchQueue(planBatches(missing, maxPieces), maxPieces, run.opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
   const p = run.progress;
-  let last: UploadState | null = null;
   let retrying = false;
   const worker = async (): Promise<void> => {
     for (let b = await queue.next(); b !== null; b = await queue.next()) {
@@ -110,8 +109,7 @@ async function sendMissing(
               }, run.pools, run.signal);
             },
           });
-          const text = await readAll(res);
-          last = JSON.parse(text) as UploadState;
+          await drain(res);
           run.controller.record(indices.reduce((n, i) => n + pieceRange(m, i).length, 0), compress);
           const sent = indices.reduce((n, i) => n + pieceRange(m, i).length, 0);
           run.bytesTransferred += sent;
@@ -138,11 +136,11 @@ async function sendMissing(
   if (!final.complete) {
     throw new TransferError('XFER_ERR_UPLOAD', `the server still misses ${fromRanges(final.missing).length} pieces of ${m.id}`, { id: m.id });
   }
-  return last ?? final;
 }
 
-async function readAll(res: AsyncIterable<Buffer>): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of res) chunks.push(c);
-  return Buffer.concat(chunks).toString('utf8');
+/** Reads the answer to its end, so the kept-alive connection can carry the next request. */
+async function drain(res: AsyncIterable<Buffer>): Promise<void> {
+  for await (const _ of res) {
+    // the state it carries is asked for again when it matters (retry, final check)
+  }
 }

@@ -2,7 +2,7 @@
 // `<data>/manifests` (objects never change), uploads held in the store's incoming/ directory.
 
 import type { ObjectInfo, Store } from '@roamdesk/store';
-import { ManifestCache, ObjectServer, TransferError, UploadRegistry, type UploadState } from '@roamdesk/transfer';
+import { DEFAULT_PIECE_SIZE, ManifestCache, ObjectServer, TransferError, UploadRegistry, type UploadState } from '@roamdesk/transfer';
 import type { ObjectTransfer, StoredObjectInfo, UploadStateView } from '../ports.ts';
 
 /** Chains cached per top object (immutable), bounded. */
@@ -40,7 +40,7 @@ export function transferAdapter(store: Store, manifestsDir: string): ObjectTrans
     },
     manifest: async (id, pieceSize) => objects.manifest(await info(id), pieceSize),
     async pieces(id, req, write, signal) {
-      await objects.pieces(await info(id), { first: req.first, count: req.count, pieceSize: req.pieceSize ?? 4 * 1024 * 1024, encoding: req.encoding }, write, signal);
+      await objects.pieces(await info(id), { first: req.first, count: req.count, pieceSize: req.pieceSize ?? DEFAULT_PIECE_SIZE, encoding: req.encoding }, write, signal);
     },
     async beginUpload(owner, manifest) {
       // A layer can be no larger than its parent's disk plus qcow2 metadata; an image is bounded the same way
