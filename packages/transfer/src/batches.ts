@@ -32,14 +32,19 @@ export class BatchQueue {
     this.#queue = [...batches];
   }
 
-  /** The next batch, or null when everything is done (or failed). Waits while others may still re-queue. */
-  async next(): Promise<Batch | null> {
+  /**
+   * The next batch (at most `limit` pieces of it: the rest stays first in line), or null when everything is
+   * done (or failed). Waits while others may still re-queue.
+   */
+  async next(limit = this.maxPieces): Promise<Batch | null> {
     for (;;) {
       if (this.#failed !== null) return null;
       const b = this.#queue.shift();
       if (b !== undefined) {
         this.#active++;
-        return b;
+        if (b.count <= limit) return b;
+        this.#queue.unshift({ first: b.first + limit, count: b.count - limit });
+        return { first: b.first, count: limit };
       }
       if (this.#active === 0) return null;
       await new Promise<void>((resolve) => this.#waiters.push(resolve));

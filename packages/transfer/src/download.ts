@@ -17,13 +17,13 @@ import { backoff, BatchQueue, planBatches, type Batch } from './batches.ts';
 import { PieceCodec } from './codec.ts';
 import { abortedError, TransferError } from './errors.ts';
 import { forEachPiece } from './file-reader.ts';
-import { BufferPool, FRAME_HEADER_BYTES, readFrames } from './frames.ts';
-import { isRetryable, send, sendJson } from './http.ts';
+import { BufferPool, type Frame, FrameAssembler, FRAME_HEADER_BYTES } from './frames.ts';
+import { isRetryable, sendJson } from './http.ts';
 import { DEFAULT_PIECE_SIZE, type Manifest, parseManifest, pieceRange } from './manifest.ts';
 import { ObjectHasher } from './object-hasher.ts';
 import { acquireLock } from './lock.ts';
-import { PartialObject } from './partial-object.ts';
-import { type ObjectDescription, objectPath, piecesQuery } from './protocol.ts';
+import { PartialObject, streamPiecesInto } from './partial-object.ts';
+import { type ObjectDescription, objectPath, PIECES_CONTENT_TYPE, piecesQuery } from './protocol.ts';
 import type { ObjectReport, TransferReport } from './report.ts';
 import { DEFAULT_BATCH_BYTES, DEFAULT_IN_FLIGHT, DEFAULT_MAX_ATTEMPTS, runTransfer, type TransferOptions, type TransferRun } from './run.ts';
 import { findSeedFiles } from './seeds.ts';
@@ -36,6 +36,12 @@ export interface DownloadOptions extends TransferOptions {
    */
   readonly benchmarkWithoutVerification?: boolean;
 }
+
+/**
+ * Pieces per request while the compression controller is still measuring: with whole 32 MiB batches in flight
+ * a switch of encoding took effect 64 MiB late, and a trial that lost cost that much more.
+ */
+const MEASURING_BATCH_BYTES = 8 * 1024 * 1024;
 
 /** Verified pieces being written per request while the next ones arrive. */
 const WRITES_AHEAD = 3;
@@ -157,6 +163,7 @@ async function fillFromSeeds(run: Run, partial: PartialObject, hasher: ObjectHas
 
 async function fetchMissing(run: Run, m: Manifest, partial: PartialObject, hasher: ObjectHasher | null): Promise<void> {
   const maxPieces = Math.max(1, Math.floor((run.opts.batchBytes ?? DEFAULT_BATCH_BYTES) / m.pieceSize));
+  const measuringPieces = Math.min(maxPieces, Math.max(1, Math.floor(MEASURING_BATCH_BYTES / m.pieceSize)));
   const queue = new BatchQueue(planBatches(partial.missing(), maxPieces), maxPieces, run.opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
   const inFlight = run.opts.inFlight ?? DEFAULT_IN_FLIGHT;
   const pool = new BufferPool(m.pieceSize, inFlight * (WRITES_AHEAD + 2) * 2);
@@ -165,7 +172,8 @@ async function fetchMissing(run: Run, m: Manifest, partial: PartialObject, hashe
   run.signal.addEventListener('abort', onAbort, { once: true });
   const worker = async (): Promise<void> => {
     const codec = new PieceCodec();
-    for (let b = await queue.next(); b !== null; b = await queue.next()) {
+    const nextBatch = (): Promise<Batch | null> => queue.next(run.controller.measuring ? measuringPieces : maxPieces);
+    for (let b = await nextBatch(); b !== null; b = await nextBatch()) {
       const unfinished = new Set(Array.from({ length: b.count }, (_, k) => b.first + k));
       let error: unknown = null;
       try {
@@ -201,57 +209,95 @@ async function fetchBatch(
 ): Promise<void> {
   const p = run.progress;
   const encoding = run.controller.compress ? 'zstd' : 'raw';
-  const res = await send(run.conn, { method: 'GET', path: `${objectPath(m.id)}/pieces?${piecesQuery(b.first, b.count, m.pieceSize, encoding)}`, signal: w.signal });
-  // Verified pieces are written while the next ones arrive: awaiting each write before reading on would stall
-  // the socket (and the sender) for the duration of every write.
-  const writes: Array<Promise<void>> = [];
-  try {
-    for await (const frame of readFrames(res, w.pool)) {
-      let decodedInto: Buffer | null = null;
-      try {
-        if (!unfinished.has(frame.index)) {
-          throw new TransferError('XFER_ERR_PROTOCOL', `the server sent piece ${frame.index}, which was not asked for in this batch`, { index: frame.index });
-        }
-        const wire = FRAME_HEADER_BYTES + frame.payloadLength;
-        p.bytesOnWire += wire;
-        if (frame.encoding !== 0) decodedInto = w.pool.take();
-        const raw = w.codec.decode(frame.encoding, frame.payload, frame.rawLength, decodedInto ?? frame.payload);
-        run.controller.sample(raw);
-        run.controller.record(raw.length, encoding === 'zstd');
-        p.compression = run.controller.compress;
-        if (raw.length !== pieceRange(m, frame.index).length) {
-          throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${frame.index} has the wrong length`, { index: frame.index });
-        }
-      } catch (e) {
-        frame.release();
-        if (decodedInto !== null) w.pool.give(decodedInto);
-        throw e;
+  const conn = run.streams.take();
+  // Verified pieces are written while the next ones arrive: waiting for each write before reading on would
+  // stall the socket (and the sender) for the duration of every write. Reading pauses while WRITES_AHEAD
+  // writes are pending and resumes as they finish.
+  const writes = new Set<Promise<void>>();
+  // Uncompressed pieces (the usual case on a fast link) go straight from the socket's read buffer to the file.
+  const direct = streamPiecesInto(partial, {
+    verify: hasher !== null,
+    check: (h) => {
+      if (!unfinished.has(h.index)) {
+        throw new TransferError('XFER_ERR_PROTOCOL', `the server sent piece ${h.index}, which was not asked for in this batch`, { index: h.index });
       }
-      const raw = decodedInto === null ? frame.payload : decodedInto.subarray(0, frame.rawLength);
-      const out = decodedInto;
-      const write = partial.accept(frame.index, raw, { unverified: hasher === null }).then((fresh) => {
-        unfinished.delete(frame.index);
-        if (fresh) {
-          run.bytesTransferred += raw.length;
-          p.bytesDone += raw.length;
-          hasher?.advance(partial.verifiedPrefixBytes);
-        }
-        p.emit();
-      }).finally(() => {
-        frame.release();
-        if (out !== null) w.pool.give(out);
-      });
-      write.catch(() => undefined);
-      writes.push(write);
-      if (writes.length > WRITES_AHEAD) await writes.shift();
+      if (h.rawLength !== pieceRange(m, h.index).length) {
+        throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${h.index} has the wrong length`, { index: h.index });
+      }
+      p.bytesOnWire += FRAME_HEADER_BYTES;
+    },
+    onBytes: (view) => {
+      p.bytesOnWire += view.length;
+      run.controller.sample(view);
+    },
+    onPiece: (h, fresh) => {
+      run.controller.record(h.rawLength, false);
+      p.compression = run.controller.compress;
+      unfinished.delete(h.index);
+      if (fresh) {
+        run.bytesTransferred += h.rawLength;
+        p.bytesDone += h.rawLength;
+        hasher?.advance(partial.verifiedPrefixBytes);
+      }
+      p.emit();
+    },
+  });
+  // Compressed pieces are whole in a pooled buffer, decoded into another, then checked and written.
+  const onFrame = (frame: Frame): void => {
+    const out = w.pool.take();
+    let raw: Buffer;
+    try {
+      p.bytesOnWire += frame.payloadLength;
+      raw = w.codec.decode(frame.encoding, frame.payload, frame.rawLength, out);
+      run.controller.sample(raw);
+      run.controller.record(raw.length, true);
+      p.compression = run.controller.compress;
+      if (raw.length !== pieceRange(m, frame.index).length) {
+        throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${frame.index} has the wrong length`, { index: frame.index });
+      }
+    } catch (e) {
+      w.pool.give(out);
+      throw e;
+    } finally {
+      frame.release();
     }
+    const write: Promise<void> = partial.accept(frame.index, raw, { unverified: hasher === null }).then((fresh) => {
+      unfinished.delete(frame.index);
+      if (fresh) {
+        run.bytesTransferred += raw.length;
+        p.bytesDone += raw.length;
+        hasher?.advance(partial.verifiedPrefixBytes);
+      }
+      p.emit();
+    }).finally(() => {
+      w.pool.give(out);
+      writes.delete(write);
+      if (writes.size <= WRITES_AHEAD) conn.resume();
+    });
+    // A refused piece (hash) or a failed write ends this request; its unfinished pieces are asked again.
+    write.catch((e: unknown) => conn.abandon(e));
+    writes.add(write);
+  };
+  const assembler = new FrameAssembler(w.pool, onFrame, direct);
+  try {
+    await conn.get({
+      path: `${objectPath(m.id)}/pieces?${piecesQuery(b.first, b.count, m.pieceSize, encoding)}`,
+      accept: PIECES_CONTENT_TYPE,
+      signal: w.signal,
+      onBody: (chunk) => {
+        assembler.push(chunk);
+        return writes.size <= WRITES_AHEAD;
+      },
+    });
+    assembler.end();
     await Promise.all(writes);
   } catch (e) {
-    res.destroy();
+    assembler.dispose();
     await Promise.allSettled(writes);
-    // A connection reset while the body streams in surfaces from the response as a plain error.
     if (e instanceof TransferError) throw e;
     throw new TransferError('XFER_ERR_NETWORK', `the piece stream broke: ${(e as Error).message}`, { first: b.first, count: b.count }, { cause: e });
+  } finally {
+    run.streams.give(conn);
   }
   if (unfinished.size > 0) throw new TransferError('XFER_ERR_PROTOCOL', `the piece stream ended with ${unfinished.size} pieces of the batch missing`);
 }

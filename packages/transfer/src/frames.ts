@@ -96,42 +96,88 @@ export class BufferPools {
 }
 
 /**
- * Splits a byte stream into frames. Payloads are assembled into pooled buffers; a truncated stream (ends
- * inside a header or payload) is a protocol error, so a cut connection never yields a partial piece.
+ * A receiver that takes payloads as they stream instead of whole: `start` sees each header and answers true
+ * to receive that payload through `bytes` (views of the pushed chunk, valid during the call) and `end`.
  */
-export async function* readFrames(source: AsyncIterable<Buffer | Uint8Array | string> | Iterable<Buffer>, pool: BufferPool): AsyncGenerator<Frame> {
-  const header = Buffer.alloc(FRAME_HEADER_BYTES);
-  let headerFill = 0;
-  let current: { h: FrameHeader; buf: Buffer; fill: number } | null = null;
-  for await (const chunkLike of source) {
-    const chunk = typeof chunkLike === 'string' ? Buffer.from(chunkLike) : Buffer.isBuffer(chunkLike) ? chunkLike : Buffer.from(chunkLike.buffer, chunkLike.byteOffset, chunkLike.byteLength);
-    let pos = 0;
-    while (pos < chunk.length) {
-      if (current === null) {
-        const n = Math.min(FRAME_HEADER_BYTES - headerFill, chunk.length - pos);
-        chunk.copy(header, headerFill, pos, pos + n);
-        headerFill += n;
+export interface DirectPayloads {
+  start(h: FrameHeader): boolean;
+  bytes(view: Buffer): void;
+  end(h: FrameHeader): void;
+}
+
+/**
+ * Splits a byte stream into frames, pushed chunk by chunk (the receiver's socket calls `push` with views into
+ * its one reused read buffer, so every byte is copied out before `push` returns). Payloads are assembled into
+ * pooled buffers and handed to `onFrame` as soon as they are whole; a stream that ends inside a header or a
+ * payload is a protocol error, so a cut connection never yields a partial piece.
+ */
+export class FrameAssembler {
+  readonly #header = Buffer.alloc(FRAME_HEADER_BYTES);
+  #headerFill = 0;
+  #current: { h: FrameHeader; buf: Buffer; fill: number } | null = null;
+  /** A payload being handed to `direct` as it streams, and how much of it is still to come. */
+  #direct: { h: FrameHeader; left: number } | null = null;
+
+  constructor(private readonly pool: BufferPool, private readonly onFrame: (frame: Frame) => void, private readonly direct?: DirectPayloads) {}
+
+  push(chunk: Buffer, start = 0, end = chunk.length): void {
+    let pos = start;
+    while (pos < end) {
+      const direct = this.#direct;
+      if (direct !== null) {
+        const n = Math.min(direct.left, end - pos);
+        direct.left -= n;
+        this.direct!.bytes(chunk.subarray(pos, pos + n));
         pos += n;
-        if (headerFill < FRAME_HEADER_BYTES) break;
-        headerFill = 0;
-        const h = decodeFrameHeader(header);
-        if (h.payloadLength > pool.size) throw protocolError(`frame payload of ${h.payloadLength} bytes exceeds the piece size ${pool.size}`);
-        current = { h, buf: pool.take(), fill: 0 };
+        if (direct.left === 0) {
+          this.#direct = null;
+          this.direct!.end(direct.h);
+        }
+        continue;
       }
-      const n = Math.min(current.h.payloadLength - current.fill, chunk.length - pos);
+      let current = this.#current;
+      if (current === null) {
+        const n = Math.min(FRAME_HEADER_BYTES - this.#headerFill, end - pos);
+        chunk.copy(this.#header, this.#headerFill, pos, pos + n);
+        this.#headerFill += n;
+        pos += n;
+        if (this.#headerFill < FRAME_HEADER_BYTES) return;
+        this.#headerFill = 0;
+        const h = decodeFrameHeader(this.#header);
+        if (h.payloadLength > this.pool.size) throw protocolError(`frame payload of ${h.payloadLength} bytes exceeds the piece size ${this.pool.size}`);
+        if (this.direct?.start(h) === true) {
+          this.#direct = { h, left: h.payloadLength };
+          continue;
+        }
+        current = { h, buf: this.pool.take(), fill: 0 };
+        this.#current = current;
+      }
+      const n = Math.min(current.h.payloadLength - current.fill, end - pos);
       chunk.copy(current.buf, current.fill, pos, pos + n);
       current.fill += n;
       pos += n;
       if (current.fill === current.h.payloadLength) {
+        this.#current = null;
         const { h, buf } = current;
-        current = null;
         let released = false;
-        yield { ...h, payload: buf.subarray(0, h.payloadLength), release: () => { if (!released) { released = true; pool.give(buf); } } };
+        this.onFrame({ ...h, payload: buf.subarray(0, h.payloadLength), release: () => { if (!released) { released = true; this.pool.give(buf); } } });
       }
     }
   }
-  if (current !== null || headerFill !== 0) {
-    if (current !== null) pool.give(current.buf);
-    throw protocolError('the piece stream ended inside a frame (connection cut?)');
+
+  /** The stream ended: a protocol error unless it ended between frames. */
+  end(): void {
+    if (this.#current !== null || this.#direct !== null || this.#headerFill !== 0) {
+      this.dispose();
+      throw protocolError('the piece stream ended inside a frame (connection cut?)');
+    }
+  }
+
+  /** Gives back the buffer of a half-assembled payload (the stream failed). */
+  dispose(): void {
+    if (this.#current !== null) this.pool.give(this.#current.buf);
+    this.#current = null;
+    this.#direct = null;
+    this.#headerFill = 0;
   }
 }

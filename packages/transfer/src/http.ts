@@ -91,7 +91,7 @@ async function readSmall(res: IncomingMessage, limit = 256 * 1024): Promise<stri
   return Buffer.concat(chunks).toString('utf8');
 }
 
-function remoteError(url: URL, status: number, text: string): TransferError {
+export function remoteError(url: URL, status: number, text: string): TransferError {
   let code: string | undefined;
   let message = text.slice(0, 300);
   let data: unknown;

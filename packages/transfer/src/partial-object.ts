@@ -10,13 +10,18 @@
  * on a device and for uploads on the server (where the manifest came from the uploader and is checked only
  * as a promise about the bytes; the store re-hashes and checks the finished object).
  */
+import { writeSync } from 'node:fs';
 import { constants, type FileHandle, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { TransferError } from './errors.ts';
 import { forEachPiece } from './file-reader.ts';
-import { pieceHash } from './hash.ts';
+import { type DirectPayloads, ENCODING_RAW, type FrameHeader } from './frames.ts';
+import { pieceHash, pieceHasher } from './hash.ts';
 import { type Manifest, parseManifest, pieceRange } from './manifest.ts';
+
+/** A background datasync starts after this many bytes were written since the last one began. */
+const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
 
 export class PartialObject {
   readonly #verified: Uint8Array;
@@ -27,6 +32,11 @@ export class PartialObject {
   #journal: FileHandle | null;
   readonly #pendingEntries: number[] = [];
   #journalFlush: Promise<void> | null = null;
+  /** Bytes written since the last background flush started; the flush itself while it runs. */
+  #unflushed = 0;
+  #flush: Promise<void> | null = null;
+  /** A failed background flush: Linux reports a writeback error to one fsync only, so it is kept for finish(). */
+  #flushError: Error | null = null;
   /** Pieces found valid from an earlier attempt when this was opened. */
   readonly recoveredPieces: number;
 
@@ -119,11 +129,8 @@ export class PartialObject {
    */
   async accept(index: number, bytes: Buffer, opts: { unverified?: boolean } = {}): Promise<boolean> {
     const m = this.manifest;
-    if (!Number.isSafeInteger(index) || index < 0 || index >= m.pieces.length) {
-      throw new TransferError('XFER_ERR_PROTOCOL', `piece index ${index} is outside 0…${m.pieces.length - 1}`, { index });
-    }
+    const { offset, length } = this.#range(index);
     if (this.#verified[index] === 1) return false;
-    const { offset, length } = pieceRange(m, index);
     if (bytes.length !== length) {
       throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${index} has ${bytes.length} bytes, the manifest says ${length}`, { index, expected: length, actual: bytes.length });
     }
@@ -137,6 +144,7 @@ export class PartialObject {
       const { bytesWritten } = await data.write(bytes, written, length - written, offset + written);
       written += bytesWritten;
     }
+    this.#wrote(length);
     if (this.#verified[index] === 1) return false; // a concurrent duplicate won the race; same bytes either way
     this.#queueJournal(index);
     this.#verified[index] = 1;
@@ -144,10 +152,64 @@ export class PartialObject {
     return true;
   }
 
+  /**
+   * Writes bytes of a piece that is still being received and checked (`at` bytes into the piece), synchronously:
+   * the receiver streams a piece straight from its socket buffer to the file, hashing as it goes, and the
+   * buffer is reused as soon as this returns. The bytes count for nothing until `markVerified`: the file under
+   * incoming/ is never trusted, only the pieces the journal lists after their hash matched.
+   */
+  writeUnverified(index: number, at: number, bytes: Buffer): void {
+    const { offset, length } = this.#range(index);
+    if (this.#verified[index] === 1) throw new TransferError('XFER_ERR_PROTOCOL', `piece ${index} is already verified`, { index });
+    if (!Number.isSafeInteger(at) || at < 0 || at + bytes.length > length) {
+      throw new TransferError('XFER_ERR_PROTOCOL', `bytes ${at}…${at + bytes.length} are outside piece ${index} (${length} bytes)`, { index });
+    }
+    const fd = this.#open(this.#data).fd;
+    let written = 0;
+    while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written, offset + at + written);
+    this.#wrote(bytes.length);
+  }
+
+  /**
+   * A piece written whole with writeUnverified hashed to `hash`: it counts once that equals the manifest's.
+   * Returns false for a piece already verified. A mismatch is XFER_ERR_PIECE_HASH and changes nothing.
+   */
+  markVerified(index: number, hash: string): boolean {
+    this.#range(index);
+    if (this.#verified[index] === 1) return false;
+    if (hash !== this.manifest.pieces[index]) {
+      throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${index} of ${this.manifest.id} does not match its hash`, { index, id: this.manifest.id, expected: this.manifest.pieces[index], actual: hash });
+    }
+    this.#queueJournal(index);
+    this.#verified[index] = 1;
+    this.#count(index);
+    return true;
+  }
+
+  #range(index: number): { offset: number; length: number } {
+    if (!Number.isSafeInteger(index) || index < 0 || index >= this.manifest.pieces.length) {
+      throw new TransferError('XFER_ERR_PROTOCOL', `piece index ${index} is outside 0…${this.manifest.pieces.length - 1}`, { index });
+    }
+    return pieceRange(this.manifest, index);
+  }
+
+  /**
+   * Starts writing back what was written so far while pieces keep arriving, so that the fsync at the end finds
+   * little left to do (measured: 209 MB received in 0.28 s instead of 0.32 s; the final fsync alone was 0.15 s).
+   */
+  #wrote(bytes: number): void {
+    this.#unflushed += bytes;
+    if (this.#unflushed < FLUSH_EVERY_BYTES || this.#flush !== null || this.#data === null) return;
+    this.#unflushed = 0;
+    this.#flush = this.#data.datasync().catch((e: unknown) => { this.#flushError ??= e instanceof Error ? e : new Error(String(e)); }).finally(() => { this.#flush = null; });
+  }
+
   /** fsync and close; the data file is then complete at `path` (every piece verified). */
   async finish(): Promise<string> {
     if (!this.complete) throw new TransferError('XFER_ERR_UPLOAD', `${this.manifest.pieces.length - this.#verifiedCount} pieces are still missing`, { missing: this.manifest.pieces.length - this.#verifiedCount });
     const data = this.#open(this.#data);
+    while (this.#flush !== null) await this.#flush;
+    if (this.#flushError !== null) throw this.#flushError;
     await data.sync();
     await this.close();
     return this.path;
@@ -180,6 +242,7 @@ export class PartialObject {
 
   async close(): Promise<void> {
     while (this.#journalFlush !== null) await this.#journalFlush;
+    while (this.#flush !== null) await this.#flush;
     const d = this.#data;
     const j = this.#journal;
     this.#data = null;
@@ -215,4 +278,45 @@ async function readJournal(fh: FileHandle, pieces: number): Promise<number[]> {
     if (i < pieces) out.add(i);
   }
   return [...out].sort((a, b) => a - b);
+}
+
+/**
+ * Receives uncompressed frames' payloads straight into `partial` as they stream (views of the socket's read
+ * buffer), hashing on the way: no piece buffer, no copy. A piece counts once its hash matched (markVerified);
+ * a mismatch throws XFER_ERR_PIECE_HASH out of the stream. Compressed frames, and pieces already verified,
+ * are declined (the caller receives them whole).
+ *   check(h)         called first for every frame; throws to refuse it (a piece nobody asked for)
+ *   verify           false only for the benchmark mode that measures what hashing costs
+ *   onBytes(view)    every payload byte as it goes by (wire accounting, compression samples)
+ *   onPiece(h, new)  a piece was verified (new: it was not held before)
+ */
+export function streamPiecesInto(
+  partial: PartialObject,
+  hooks: { check?(h: FrameHeader): void; verify?: boolean; onBytes?(view: Buffer): void; onPiece(h: FrameHeader, fresh: boolean): void },
+): DirectPayloads {
+  let piece: { index: number; at: number; hash: ReturnType<typeof pieceHasher> | null } | null = null;
+  return {
+    start(h) {
+      hooks.check?.(h);
+      if (h.encoding !== ENCODING_RAW || partial.isVerified(h.index)) return false;
+      piece = { index: h.index, at: 0, hash: hooks.verify === false ? null : pieceHasher() };
+      return true;
+    },
+    bytes(view) {
+      const p = piece!;
+      p.hash?.update(view);
+      partial.writeUnverified(p.index, p.at, view);
+      p.at += view.length;
+      hooks.onBytes?.(view);
+    },
+    end(h) {
+      const p = piece!;
+      piece = null;
+      const expected = partial.manifest.pieces[h.index] ?? '';
+      if (p.at !== pieceRange(partial.manifest, h.index).length) {
+        throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${h.index} has ${p.at} bytes, the manifest says ${pieceRange(partial.manifest, h.index).length}`, { index: h.index });
+      }
+      hooks.onPiece(h, partial.markVerified(h.index, p.hash?.digest() ?? expected));
+    },
+  };
 }

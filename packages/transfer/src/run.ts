@@ -10,6 +10,7 @@ import { connect, type Connection, type Remote } from './http.ts';
 import { ProgressTracker, type TransferProgressCallback } from './progress.ts';
 import type { ObjectDescription } from './protocol.ts';
 import type { ObjectReport, TransferReport } from './report.ts';
+import { StreamConnections } from './stream-client.ts';
 
 /**
  * Two requests of 32 MiB in flight: measured on 2 cores (notes/performance.md machine), four in flight were
@@ -46,6 +47,8 @@ export interface TransferRun<O extends TransferOptions> {
   readonly controller: CompressionController;
   readonly signal: AbortSignal;
   readonly pools: BufferPools;
+  /** Kept-alive connections that read piece streams straight from the socket (downloads). */
+  readonly streams: StreamConnections;
   piecesRetried: number;
   bytesTransferred: number;
 }
@@ -62,6 +65,7 @@ export async function runTransfer<O extends TransferOptions>(
     controller: new CompressionController(opts.compression ?? 'auto'),
     signal: opts.signal ?? new AbortController().signal,
     pools: new BufferPools(),
+    streams: new StreamConnections(opts.remote),
     piecesRetried: 0,
     bytesTransferred: 0,
   };
@@ -74,6 +78,7 @@ export async function runTransfer<O extends TransferOptions>(
     }
   } finally {
     conn.agent.destroy();
+    run.streams.closeAll();
   }
   run.progress.phase = 'done';
   run.progress.emit(true);

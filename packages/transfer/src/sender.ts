@@ -8,8 +8,17 @@ import type { FileHandle } from 'node:fs/promises';
 
 import { compressedBound, PieceCodec } from './codec.ts';
 import { forEachPiece, READ_AHEAD } from './file-reader.ts';
-import { type BufferPools, encodeFrameHeader } from './frames.ts';
-import type { Manifest } from './manifest.ts';
+import { type BufferPools, encodeFrameHeader, FRAME_HEADER_BYTES } from './frames.ts';
+import { type Manifest, pieceRange } from './manifest.ts';
+
+/**
+ * The exact length of an uncompressed frame stream of pieces first…first+count-1, so the server can send it
+ * with a Content-Length (a compressed stream's length is known only once sent: that one is chunked).
+ */
+export function rawStreamLength(m: Pick<Manifest, 'size' | 'pieceSize'>, first: number, count: number): number {
+  const last = pieceRange(m, first + count - 1);
+  return count * FRAME_HEADER_BYTES + (last.offset + last.length - first * m.pieceSize);
+}
 
 export interface SendStats {
   pieces: number;

@@ -17,9 +17,9 @@ import type { ObjectInfo, Store } from '@roamdesk/store';
 
 import { PieceCodec } from './codec.ts';
 import { TransferError } from './errors.ts';
-import { BufferPools, readFrames } from './frames.ts';
+import { BufferPools, type Frame, FrameAssembler } from './frames.ts';
 import { type Manifest, parseManifest } from './manifest.ts';
-import { PartialObject } from './partial-object.ts';
+import { PartialObject, streamPiecesInto } from './partial-object.ts';
 import { toRanges, type UploadState } from './protocol.ts';
 
 const UPLOAD_ID = /^[0-9a-f]{32}$/;
@@ -78,23 +78,35 @@ export class UploadRegistry {
     return stateOf(uploadId, o.partial);
   }
 
-  /** Reads a frame stream; every piece is verified before it is written. */
+  /**
+   * Reads a frame stream; every piece is verified before it counts. Uncompressed pieces stream straight to the
+   * file (hashed on the way, streamPiecesInto); compressed ones are decoded whole first.
+   */
   async receive(owner: string, uploadId: string, body: AsyncIterable<Buffer>): Promise<UploadState> {
     const o = await this.#get(owner, uploadId);
     const m = o.partial.manifest;
     const pool = this.#pools.pool(m.pieceSize);
     const codec = new PieceCodec();
-    const decoded = pool.take();
+    const whole: Frame[] = [];
+    const assembler = new FrameAssembler(pool, (f) => whole.push(f), streamPiecesInto(o.partial, { onPiece: () => undefined }));
+    let decoded: Buffer | null = null;
     try {
-      for await (const frame of readFrames(body, pool)) {
-        try {
-          await o.partial.accept(frame.index, codec.decode(frame.encoding, frame.payload, frame.rawLength, decoded));
-        } finally {
-          frame.release();
+      for await (const chunk of body) {
+        assembler.push(chunk);
+        for (let f = whole.shift(); f !== undefined; f = whole.shift()) {
+          try {
+            decoded ??= pool.take();
+            await o.partial.accept(f.index, codec.decode(f.encoding, f.payload, f.rawLength, decoded));
+          } finally {
+            f.release();
+          }
         }
       }
+      assembler.end();
     } finally {
-      pool.give(decoded);
+      assembler.dispose();
+      for (const f of whole.splice(0)) f.release();
+      if (decoded !== null) pool.give(decoded);
     }
     return stateOf(uploadId, o.partial);
   }

@@ -9,7 +9,8 @@ import { after, before, describe, it } from 'node:test';
 import { TransferError } from '../src/errors.ts';
 import { pieceHash } from '../src/hash.ts';
 import { type Manifest, parseManifest } from '../src/manifest.ts';
-import { PartialObject } from '../src/partial-object.ts';
+import { ENCODING_RAW, ENCODING_ZSTD } from '../src/frames.ts';
+import { PartialObject, streamPiecesInto } from '../src/partial-object.ts';
 
 const PIECE = 65536;
 
@@ -69,6 +70,31 @@ describe('PartialObject', () => {
     assert.equal(q.verifiedPieces, 0);
     await q.discard();
     await assert.rejects(readFile(join(dir, 'manifest.json')));
+  });
+
+  it('streams pieces in unverified and counts only those whose hash matches', async () => {
+    const p = await PartialObject.open(join(root, 'stream'), manifest);
+    const pieces: Array<[number, boolean]> = [];
+    const direct = streamPiecesInto(p, { onPiece: (h, fresh) => pieces.push([h.index, fresh]) });
+    const send = (i: number, bytes: Buffer, cut: number): void => {
+      assert.equal(direct.start({ index: i, encoding: ENCODING_RAW, payloadLength: bytes.length, rawLength: bytes.length }), true);
+      direct.bytes(bytes.subarray(0, cut));
+      direct.bytes(bytes.subarray(cut));
+      direct.end({ index: i, encoding: ENCODING_RAW, payloadLength: bytes.length, rawLength: bytes.length });
+    };
+    const wrong = Buffer.from(piece(1));
+    wrong[7] = wrong[7]! ^ 1;
+    assert.throws(() => send(1, wrong, 100), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_PIECE_HASH');
+    assert.equal(p.isVerified(1), false, 'a piece whose bytes are wrong does not count, though they are on disk');
+    assert.throws(() => send(2, piece(2).subarray(0, 1000), 10), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_PIECE_HASH', 'a short piece');
+    assert.throws(() => p.writeUnverified(5, 120, Buffer.alloc(10)), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_PROTOCOL', 'beyond the piece');
+    assert.throws(() => p.writeUnverified(6, 0, Buffer.alloc(1)), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_PROTOCOL', 'beyond the object');
+    for (let i = 0; i < 6; i++) send(i, Buffer.from(piece(i)), Math.min(piece(i).length, 1 + i * 9000));
+    assert.deepEqual(pieces, [0, 1, 2, 3, 4, 5].map((i) => [i, true]));
+    assert.equal(direct.start({ index: 3, encoding: ENCODING_RAW, payloadLength: piece(3).length, rawLength: piece(3).length }), false, 'a verified piece is never written over');
+    assert.throws(() => p.writeUnverified(3, 0, piece(3)), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_PROTOCOL');
+    assert.equal(direct.start({ index: 0, encoding: ENCODING_ZSTD, payloadLength: 10, rawLength: PIECE }), false, 'compressed pieces are received whole');
+    assert.deepEqual(await readFile(await p.finish()), data);
   });
 
   it('refuses to finish while pieces are missing', async () => {

@@ -9,7 +9,7 @@ import { CompressionController } from '../src/adaptive.ts';
 import { BatchQueue, planBatches } from '../src/batches.ts';
 import { compressedBound, PieceCodec } from '../src/codec.ts';
 import { TransferError } from '../src/errors.ts';
-import { BufferPool, encodeFrameHeader, ENCODING_RAW, ENCODING_ZSTD, FRAME_HEADER_BYTES, readFrames } from '../src/frames.ts';
+import { BufferPool, encodeFrameHeader, ENCODING_RAW, ENCODING_ZSTD, FRAME_HEADER_BYTES, FrameAssembler } from '../src/frames.ts';
 import { pieceHash } from '../src/hash.ts';
 import { parseManifest, pieceRange } from '../src/manifest.ts';
 import { fromRanges, toRanges } from '../src/protocol.ts';
@@ -27,12 +27,24 @@ function code(f: () => unknown): string {
   return 'no error';
 }
 
-async function collect(chunks: Buffer[], pieceSize = 65536): Promise<Array<{ index: number; payload: string }>> {
+/**
+ * Frames of a chunked stream, assembled whole (`direct` false) or streamed to a DirectPayloads receiver (true).
+ * Async so that errors surface as rejections, like the receivers see them.
+ */
+async function collect(chunks: Buffer[], pieceSize = 65536, direct = false): Promise<Array<{ index: number; payload: string }>> {
+  await Promise.resolve();
   const out: Array<{ index: number; payload: string }> = [];
-  for await (const f of readFrames(chunks, new BufferPool(pieceSize))) {
+  let streaming: { index: number; parts: Buffer[] } | null = null;
+  const assembler = new FrameAssembler(new BufferPool(pieceSize), (f) => {
     out.push({ index: f.index, payload: f.payload.toString('hex') });
     f.release();
-  }
+  }, direct ? {
+    start: (h) => { streaming = { index: h.index, parts: [] }; return true; },
+    bytes: (v) => { streaming!.parts.push(Buffer.from(v)); },
+    end: () => { out.push({ index: streaming!.index, payload: Buffer.concat(streaming!.parts).toString('hex') }); streaming = null; },
+  } : undefined);
+  for (const c of chunks) assembler.push(c);
+  assembler.end();
   return out;
 }
 
@@ -77,8 +89,8 @@ describe('frames', () => {
   const pieces = [randomBytes(1000), randomBytes(65536), randomBytes(1)];
   const stream = Buffer.concat(pieces.flatMap((p, i) => [encodeFrameHeader({ index: i + 7, encoding: ENCODING_RAW, payloadLength: p.length, rawLength: p.length }), p]));
 
-  it('decodes the same frames however the stream is cut into chunks', async () => {
-    await fc.assert(fc.asyncProperty(fc.array(fc.integer({ min: 1, max: stream.length - 1 }), { maxLength: 20 }), async (cuts) => {
+  it('decodes the same frames however the stream is cut into chunks, whole or streamed', async () => {
+    await fc.assert(fc.asyncProperty(fc.array(fc.integer({ min: 1, max: stream.length - 1 }), { maxLength: 20 }), fc.boolean(), async (cuts, direct) => {
       const points = [...new Set(cuts)].sort((a, b) => a - b);
       const chunks: Buffer[] = [];
       let last = 0;
@@ -86,14 +98,16 @@ describe('frames', () => {
         chunks.push(stream.subarray(last, p));
         last = p;
       }
-      const got = await collect(chunks);
+      const got = await collect(chunks, 65536, direct);
       assert.deepEqual(got, pieces.map((p, i) => ({ index: i + 7, payload: p.toString('hex') })));
-    }), { numRuns: 50 });
+    }), { numRuns: 100 });
   });
 
   it('a stream cut inside a frame is a protocol error, never a short piece', async () => {
     for (const cut of [5, FRAME_HEADER_BYTES + 10, stream.length - 1]) {
-      await assert.rejects(collect([stream.subarray(0, cut)]), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_PROTOCOL');
+      for (const direct of [false, true]) {
+        await assert.rejects(collect([stream.subarray(0, cut)], 65536, direct), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_PROTOCOL');
+      }
     }
   });
 

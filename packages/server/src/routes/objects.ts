@@ -5,7 +5,7 @@
 // Every object endpoint checks that the caller may read the object; uploads belong to their caller.
 
 import { ApiError, BeginUploadRequest, ChainResponse, Manifest, ManifestQuery, NameParams, ObjectIdParams, ObjectResponse, PiecesQuery, UploadIdParams, UploadStateResponse } from '@roamdesk/api';
-import { isTransferError, PIECES_CONTENT_TYPE, writeChunks } from '@roamdesk/transfer';
+import { isTransferError, PIECES_CONTENT_TYPE, rawStreamLength, writeChunks } from '@roamdesk/transfer';
 import type { Readable } from 'node:stream';
 import type { AppContext } from '../context.ts';
 import { notFound } from '../errors.ts';
@@ -70,7 +70,9 @@ export const objectRoutes: RoutePlugin = (ctx: AppContext) => (app, _options, do
       }
       reply.hijack();
       const res = reply.raw;
-      res.writeHead(200, { 'content-type': PIECES_CONTENT_TYPE, 'cache-control': 'no-store' });
+      // Uncompressed, the stream's length is known: a Content-Length saves the chunk framing (RFC 9112 §7.1).
+      const length = (encoding ?? 'raw') === 'raw' ? { 'content-length': String(rawStreamLength(manifest, first, count)) } : {};
+      res.writeHead(200, { 'content-type': PIECES_CONTENT_TYPE, 'cache-control': 'no-store', ...length });
       const aborted = new AbortController();
       res.once('close', () => aborted.abort());
       const write = (header: Buffer, payload: Buffer): Promise<void> => writeChunks(res, [header, payload]);
