@@ -4,7 +4,7 @@
  * transfer engine as the device runs it (downloadObjects / uploadObjects, in this process). Every result is
  * checked with qemu-img compare against the workload's file.
  */
-import { link, mkdir, readdir } from 'node:fs/promises';
+import { link, mkdir, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
 import { type ObjectInfo, Store } from '@roamdesk/store';
@@ -138,28 +138,37 @@ function downloadScenario(spec: DownloadSpec): Scenario {
   };
 }
 
-/** Check-in's transfer: the device uploads its new layer; the server re-hashes, checks and publishes it. */
+/**
+ * Check-in's transfer: the device uploads its new layer; the server re-hashes, checks and publishes it. One
+ * server serves every run, as the download scenarios' does (a server runs for months: a process started per
+ * run would measure Node's start-up and first-touch of its memory, not the transfer); before each run the
+ * uploaded layer is removed from its store, so every run uploads it in full.
+ */
 function uploadScenario(): Scenario {
-  let template: { dir: string; store: Store; base: ObjectInfo; layer: ObjectInfo; checkin: ObjectInfo } | undefined;
+  let template: { store: Store; base: ObjectInfo; layer: ObjectInfo; checkin: ObjectInfo } | undefined;
   let server: Running | undefined;
+  let serverStore: Store | undefined;
+  let serverMeta = '';
   let device: Store | undefined;
   return {
     name: 'roamdesk upload', group: 'checkin',
-    description: 'device uploads its sealed check-in layer to a fresh roamdesk server holding base + layer; the server re-hashes, header-checks and qemu-img-checks it',
+    description: 'device uploads its sealed check-in layer to a roamdesk server holding base + layer (running, the layer removed before each run); the server re-hashes, header-checks and qemu-img-checks it',
     async prepare(ctx) {
       const store = await Store.open(join(ctx.runDir, 'template'));
       await mkdir(join(ctx.runDir, 'tmp'));
       const base = await store.importImage(ctx.workload.base.path);
       const layer = await importWorkloadLayer(store, ctx.workload.layer, base, join(ctx.runDir, 'tmp'));
       const checkin = await importWorkloadLayer(store, ctx.workload.checkin, layer, join(ctx.runDir, 'tmp'));
-      template = { dir: ctx.runDir, store, base, layer, checkin };
+      template = { store, base, layer, checkin };
+      const data = join(ctx.runDir, 'server');
+      serverStore = await clientStore(join(data, 'store'), store, [base, layer]);
+      serverMeta = join(data, 'store', 'meta');
+      server = await startServer(data);
     },
     async setup(ctx) {
-      if (template === undefined) throw new Error('not prepared');
-      // A fresh server per run (it keeps what it receives): base and layer hard-linked into its store.
-      const data = join(ctx.runDir, 'server');
-      await clientStore(join(data, 'store'), template.store, [template.base, template.layer]);
-      server = await startServer(data);
+      if (template === undefined || serverStore === undefined) throw new Error('not prepared');
+      await rm(serverStore.objectPath(template.checkin.id), { force: true });
+      await rm(join(serverMeta, `${template.checkin.id}.json`), { force: true });
       device = await clientStore(join(ctx.runDir, 'device'), template.store, [template.base, template.layer, template.checkin]);
     },
     async run(ctx) {
@@ -170,14 +179,12 @@ function uploadScenario(): Scenario {
       return result(report, m.seconds, m.cpuSeconds, ctx.workload.checkin.changedBytes);
     },
     async verify(ctx) {
-      if (template === undefined) return;
-      const objects = await readdir(join(ctx.runDir, 'server', 'store', 'objects'));
-      if (!objects.includes(`${template.checkin.id}.qcow2`)) throw new Error('the server does not hold the uploaded layer');
-      await assertSameGuest(join(ctx.runDir, 'server', 'store', 'objects', `${template.checkin.id}.qcow2`), ctx.workload.checkin.path);
+      if (template === undefined || serverStore === undefined) return;
+      if (!(await serverStore.has(template.checkin.id))) throw new Error('the server does not hold the uploaded layer');
+      await assertSameGuest(serverStore.objectPath(template.checkin.id), ctx.workload.checkin.path);
     },
-    async teardown() {
+    async dispose() {
       await server?.proc.stop();
-      server = undefined;
     },
   };
 }

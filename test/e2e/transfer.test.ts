@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { copyFile, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -225,9 +225,33 @@ describe('transfer engine end to end', () => {
     const m = await api(server, 'GET', `/objects/${layer.id}/manifest`, admin);
     const asImage = { ...m.json<Record<string, unknown>>(), kind: 'image', parent: null };
     assert.equal((await api(server, 'POST', '/uploads', uma, { manifest: asImage })).statusCode, 403);
+    // An upload must not tell Uma whether the server holds a layer she may not read: the answer for the
+    // foreign layer is the one for an absent object (every piece missing), and only the whole object's bytes
+    // complete it — which proves she holds it, so she may read it afterwards.
     const begin = await api(server, 'POST', '/uploads', uma, { manifest: m.json<Record<string, unknown>>() });
     assert.equal(begin.statusCode, 200, 'a layer over a readable parent may be uploaded');
-    assert.equal(begin.json<{ uploadId: string | null }>().uploadId, null, 'the server already holds it: nothing to send');
+    const state = begin.json<{ uploadId: string | null; complete: boolean; piecesVerified: number; missing: number[][] }>();
+    assert.notEqual(state.uploadId, null, 'no "already held" shortcut for an object she may not read');
+    assert.equal(state.complete, false);
+    assert.equal(state.piecesVerified, 0);
+    assert.deepEqual(state.missing, [[0, m.json<{ pieces: string[] }>().pieces.length - 1]]);
+    const adminBegin = await api(server, 'POST', '/uploads', admin, { manifest: m.json<Record<string, unknown>>() });
+    assert.equal(adminBegin.json<{ uploadId: string | null }>().uploadId, null, 'one who may read it is told there is nothing to send');
+    // Claiming it with other bytes (a manifest that names the layer's id over pieces of another file) fails at
+    // the end, and grants nothing.
+    const liar = await store('uma-claims-the-layer');
+    const forged = Buffer.from(await readFile(serverObject(layer.id)));
+    forged[forged.length - 1] = forged[forged.length - 1]! ^ 0xff;
+    await writeFile(liar.objectPath(layer.id), forged);
+    await assert.rejects(uploadObjects({ store: liar, remote: remote(uma), objects: [{ ...layer }], compression: 'off' }),
+      (e: unknown) => e instanceof TransferError && e.data['status'] === 422 && e.data['code'] === 'XFER_ERR_OBJECT_HASH');
+    assert.equal((await api(server, 'GET', `/objects/${layer.id}`, uma)).statusCode, 404, 'a failed claim grants nothing');
+    const holder = await store('uma-holds-the-layer');
+    await copyFile(serverObject(layer.id), holder.objectPath(layer.id));
+    const up = await uploadObjects({ store: holder, remote: remote(uma), objects: [{ ...layer }], compression: 'off' });
+    assert.equal(up.objects[0]?.piecesSent, m.json<{ pieces: string[] }>().pieces.length, 'she had to send every piece');
+    assert.equal((await api(server, 'GET', `/objects/${layer.id}`, uma)).statusCode, 200, 'having uploaded it, she may read it');
+    assert.equal(spawnSync('cmp', ['-s', holder.objectPath(layer.id), serverObject(layer.id)]).status, 0, 'the held object is untouched');
   });
 
   it('an upload interrupted by the client resumes from what the server verified; a corrupted piece is refused', async () => {

@@ -156,7 +156,12 @@ export interface ObjectTransfer {
   manifest(id: string, pieceSize: number | undefined): Promise<unknown>;
   /** Streams pieces as frames; `write` resolves when a frame is handed to the socket. */
   pieces(id: string, req: { first: number; count: number; pieceSize: number | undefined; encoding: 'raw' | 'zstd' }, write: (header: Buffer, payload: Buffer) => Promise<void>, signal: AbortSignal): Promise<void>;
-  beginUpload(owner: string, manifest: unknown): Promise<UploadStateView>;
+  /**
+   * Starts or resumes an upload. `mayRead`: whether the caller may read the object if the server holds it; if
+   * not, the answer is the same as for an object the server lacks (every piece missing), so an upload cannot
+   * be used to learn which objects exist; completing it proves the caller holds the whole object.
+   */
+  beginUpload(owner: string, manifest: unknown, opts: { mayRead: boolean }): Promise<UploadStateView>;
   uploadState(owner: string, uploadId: string): Promise<UploadStateView>;
   receiveUpload(owner: string, uploadId: string, body: AsyncIterable<Buffer>): Promise<UploadStateView>;
   completeUpload(owner: string, uploadId: string): Promise<StoredObjectInfo>;

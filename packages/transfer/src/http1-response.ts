@@ -205,6 +205,8 @@ export class ResponseParser {
     let contentLength: number | null = null;
     if (te !== undefined) {
       if (cl !== undefined) throw protocolError('both Transfer-Encoding and Content-Length');
+      // Chunked framing from an HTTP/1.0 sender is suspect: read it, never reuse the connection (§6.1).
+      if (minor === 0) this.#keepAlive = false;
       if (te.toLowerCase().trim() !== 'chunked') throw protocolError(`unsupported transfer coding ${JSON.stringify(te)}`);
     } else if (cl !== undefined) {
       const values = new Set(cl.split(',').map((v) => v.trim()));

@@ -11,7 +11,7 @@
  * is sent once more on a fresh connection (GET is idempotent, RFC 9110 §9.2.2).
  */
 import { validateHeaderValue } from 'node:http';
-import { connect as netConnect, type OnReadOpts, type Socket } from 'node:net';
+import { isIP, connect as netConnect, type OnReadOpts, type Socket } from 'node:net';
 import { type ConnectionOptions, connect as tlsConnect } from 'node:tls';
 
 import { abortedError, TransferError } from './errors.ts';
@@ -21,6 +21,8 @@ import { type ResponseHead, ResponseParser } from './http1-response.ts';
 
 /** One read from the socket at most; the assembler copies every byte out before the next read. */
 const READ_BUFFER_BYTES = 1024 * 1024;
+/** A connection silent this long while an answer is due is given up (and the batch asked again). */
+const SILENCE_TIMEOUT_MS = 60_000;
 /** Error answers are read for their message, up to this much. */
 const MAX_ERROR_BODY = 256 * 1024;
 
@@ -144,9 +146,16 @@ export class StreamConnection {
     const host = url.hostname.replace(/^\[|\]$/g, '');
     const onread = { buffer: this.#buffer, callback: (n: number): boolean => this.#onRead(n) };
     // `onread` works for TLS sockets too since Node 15 (nodejs/node#35753); @types/node lists it for net only.
+    // SNI carries host names only (RFC 6066 §3).
+    const sni = isIP(host) === 0 ? { servername: host } : {};
     const socket: Socket = tls
-      ? tlsConnect({ host, port, servername: host, onread, ALPNProtocols: ['http/1.1'] } as ConnectionOptions & { onread: OnReadOpts })
+      ? tlsConnect({ host, port, ...sni, onread, ALPNProtocols: ['http/1.1'] } as ConnectionOptions & { onread: OnReadOpts })
       : netConnect({ host, port, onread, noDelay: true });
+    // A server that stops sending mid-answer would otherwise hold the transfer forever; the batch is retried.
+    socket.setTimeout(SILENCE_TIMEOUT_MS, () => {
+      if (this.#active === null) this.#drop();
+      else this.#fail(new TransferError('XFER_ERR_NETWORK', `${url.origin}: no data for ${SILENCE_TIMEOUT_MS / 1000} s`, { url: url.origin }));
+    });
     socket.on('end', () => this.#onEnd(socket));
     socket.on('error', (e) => this.#onError(socket, e));
     socket.on('close', () => this.#onClose(socket));

@@ -10,6 +10,7 @@
  * begin() again, and another user can neither see nor feed it.
  */
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -45,13 +46,17 @@ export class UploadRegistry {
     return createHash('sha256').update(`${owner}\0${m.id}\0${m.pieceSize}`).digest('hex').slice(0, 32);
   }
 
-  /** Starts or resumes the upload of `manifestValue` (untrusted) by `owner`. */
-  async begin(owner: string, manifestValue: unknown, limits: UploadLimits): Promise<UploadState> {
+  /**
+   * Starts or resumes the upload of `manifestValue` (untrusted) by `owner`. An object the store holds is
+   * answered "complete, nothing to send" only when `revealHeld` (the owner may read it anyway); otherwise the
+   * upload goes on as for a missing object, so the answer tells nothing about what others stored.
+   */
+  async begin(owner: string, manifestValue: unknown, limits: UploadLimits, opts: { revealHeld: boolean } = { revealHeld: true }): Promise<UploadState> {
     const m = parseManifest(manifestValue);
     if (m.size > limits.maxBytes) {
       throw new TransferError('XFER_ERR_UPLOAD', `the object is ${m.size} bytes; at most ${limits.maxBytes} are accepted here`, { size: m.size, max: limits.maxBytes });
     }
-    if (await this.store.has(m.id)) return { uploadId: null, id: m.id, complete: true, piecesTotal: m.pieces.length, piecesVerified: m.pieces.length, missing: [] };
+    if (opts.revealHeld && (await this.store.has(m.id))) return { uploadId: null, id: m.id, complete: true, piecesTotal: m.pieces.length, piecesVerified: m.pieces.length, missing: [] };
     const uploadId = UploadRegistry.uploadId(owner, m);
     const dir = this.#dir(uploadId);
     const existing = this.#open.get(uploadId);
@@ -121,6 +126,14 @@ export class UploadRegistry {
     this.#open.delete(uploadId);
     const path = await o.partial.finish();
     try {
+      const held = await this.store.get(m.id);
+      if (held !== null) {
+        // Someone else stored it first (see begin): the upload proves possession only if the bytes are the object.
+        const digest = await sha256File(path);
+        if (digest !== m.id) throw new TransferError('XFER_ERR_OBJECT_HASH', `the uploaded bytes hash to ${digest}, not ${m.id}`, { id: m.id, actual: digest });
+        await o.partial.discard();
+        return held;
+      }
       const info = await this.store.adopt(path, { id: m.id, kind: m.kind, parent: m.parent });
       await o.partial.discard();
       return info;
@@ -167,6 +180,12 @@ export class UploadRegistry {
     if (o.owner !== owner) throw notFound;
     return o;
   }
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }
 
 function stateOf(uploadId: string, p: PartialObject): UploadState {

@@ -183,6 +183,37 @@ describe('CompressionController', () => {
     assert.equal(c.compress, false, c.reason);
     assert.match(c.reason, /900 MB\/s uncompressed vs 350 MB\/s with zstd-1.*compression off/);
   });
+  it('skips the compressed trial on a link faster than this machine compresses', () => {
+    let t = 0;
+    let sampling = false;
+    // While sampling, the clock moves 5 ms per reading: zstd compresses ~200 MB/s here.
+    const c = new CompressionController('auto', () => (sampling ? (t += 5) : t));
+    let tried = false;
+    for (let i = 0; i < 200 && c.reason.startsWith('transfer'); i++) {
+      sampling = true;
+      c.sample(compressible);
+      sampling = false;
+      tried ||= c.compress;
+      t += (MiB / 900e6) * 1000;
+      c.record(MiB, c.compress);
+    }
+    assert.equal(tried, false, 'never compressed a request');
+    assert.match(c.reason, /uncompressed, faster than zstd-1 compresses here \(\d+ MB\/s\): compression off/);
+  });
+  it('samples past the first bytes (qcow2 metadata compresses far better than the data)', () => {
+    let t = 0;
+    const c = new CompressionController('auto', () => t);
+    const noise = randomBytes(MiB);
+    let tried = false;
+    for (let i = 0; i < 200 && c.reason.startsWith('transfer'); i++) {
+      c.sample(i === 0 ? Buffer.alloc(MiB) : noise);
+      tried ||= c.compress;
+      t += (MiB / 12.5e6) * 1000;
+      c.record(MiB, c.compress);
+    }
+    assert.equal(tried, false, 'judged on the data: it does not compress');
+    assert.match(c.reason, /compresses only/);
+  });
   it('turns on where compressing delivers more (a slow link)', () => {
     const c = drive(compressible, 12.5e6, 30e6);
     assert.equal(c.compress, true, c.reason);

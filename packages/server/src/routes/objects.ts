@@ -95,7 +95,8 @@ export const objectRoutes: RoutePlugin = (ctx: AppContext) => (app, _options, do
       const { manifest } = request.body;
       if (manifest.kind === 'image' && caller.role !== 'admin') throw new ApiError('FORBIDDEN', 'only administrators upload images');
       if (manifest.parent !== null) await readableObject(ctx, caller, manifest.parent);
-      return ctx.transfer.beginUpload(caller.userId, manifest);
+      const mayRead = await readableObject(ctx, caller, manifest.id).then(() => true, () => false);
+      return ctx.transfer.beginUpload(caller.userId, manifest, { mayRead });
     },
   );
 

@@ -42,7 +42,7 @@ export function transferAdapter(store: Store, manifestsDir: string): ObjectTrans
     async pieces(id, req, write, signal) {
       await objects.pieces(await info(id), { first: req.first, count: req.count, pieceSize: req.pieceSize ?? DEFAULT_PIECE_SIZE, encoding: req.encoding }, write, signal);
     },
-    async beginUpload(owner, manifest) {
+    async beginUpload(owner, manifest, opts) {
       // A layer can be no larger than its parent's disk plus qcow2 metadata; an image is bounded the same way
       // by its own declared size (checked again on the finished bytes by the store).
       const m = manifest as { parent?: unknown; virtualSize?: unknown };
@@ -54,7 +54,7 @@ export function transferAdapter(store: Store, manifestsDir: string): ObjectTrans
         virtualSize = parent.virtualSize;
       }
       const maxBytes = Math.ceil(virtualSize * 1.05) + 64 * 1024 * 1024;
-      return view(await uploads.begin(owner, manifest, { maxBytes }));
+      return view(await uploads.begin(owner, manifest, { maxBytes }, { revealHeld: opts.mayRead }));
     },
     uploadState: async (owner, uploadId) => view(await uploads.state(owner, uploadId)),
     receiveUpload: async (owner, uploadId, body) => view(await uploads.receive(owner, uploadId, body)),
