@@ -21,7 +21,7 @@ export const LINK_100MBIT = 12_500_000;
 /** 1 Gbit/s in bytes per second (a real link carries ≈117 MB/s of TCP payload; the proxy limits payload bytes). */
 export const LINK_1GBIT = 125_000_000;
 
-/** Largest burst: 5 ms of traffic, at least 64 KiB (one socket read), so timers of ~1 ms keep the rate smooth. */
+/** Largest burst of saved-up tokens: 5 ms of traffic, at least 64 KiB (one socket read). */
 const BURST_SECONDS = 0.005;
 const MIN_BURST_BYTES = 65536;
 
@@ -49,7 +49,7 @@ export interface ThrottleProxy {
   close(): Promise<void>;
 }
 
-/** A token bucket: take() resolves with how many bytes may be sent now (at least 1, at most `max`). */
+/** A token bucket: take(n) resolves when n bytes may be sent (it returns n). */
 export class TokenBucket {
   readonly #rate: number;
   readonly #burst: number;
@@ -64,18 +64,19 @@ export class TokenBucket {
   }
 
   async take(max: number): Promise<number> {
+    // Whole chunks, paid for afterwards: a chunk goes out as soon as the bucket is not in debt, and the debt
+    // it leaves is slept off. Handing out whatever had trickled in since the last call instead made the proxy
+    // write a few hundred bytes per syscall in a near-busy loop (a full core at 100 Mbit/s, which showed in
+    // those scenarios' CPU); waiting for a chunk's worth of tokens first lost the rate to timer granularity.
     for (;;) {
       const now = performance.now();
       this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#last) / 1000) * this.#rate);
       this.#last = now;
-      if (this.#tokens >= 1) {
-        const n = Math.min(max, Math.floor(this.#tokens));
-        this.#tokens -= n;
-        return n;
+      if (this.#tokens > 0) {
+        this.#tokens -= max;
+        return max;
       }
-      // Sleep until a useful amount (a quarter of a burst, or what is asked) has accumulated.
-      const want = Math.min(max, this.#burst / 4) - this.#tokens;
-      await new Promise((r) => setTimeout(r, Math.max(1, (want / this.#rate) * 1000)));
+      await new Promise((r) => setTimeout(r, Math.max(1, (-this.#tokens / this.#rate) * 1000)));
     }
   }
 }
