@@ -1,6 +1,6 @@
 /**
  * A token-bucket TCP proxy on 127.0.0.1: a slow link without `tc` (which needs privileges and a network namespace).
- * Each direction has its own bucket (links are full duplex) and counts its bytes, so a scenario can check the bytes a
+ * Each direction has its own bucket (links are full duplex), shared by every connection, and counts its bytes, so a scenario can check the bytes a
  * tool claims to have sent. Used to judge compression: it only pays when the link is slower than the compressor
  * (notes/performance.md, "Compression slows things down on a fast link").
  *
@@ -84,6 +84,10 @@ export class TokenBucket {
 /** Starts the proxy; close() it when done (scenarios do so in teardown). */
 export async function startThrottleProxy(opts: ThrottleProxyOptions): Promise<ThrottleProxy> {
   const counts = { up: 0, down: 0, connections: 0 };
+  // One bucket per direction for ALL connections: a link's capacity is shared (a tool opening two connections
+  // must not get twice the bandwidth).
+  const up = new TokenBucket(opts.bytesPerSecond);
+  const down = new TokenBucket(opts.bytesPerSecond);
   const sockets = new Set<Socket>();
   // allowHalfOpen: a client that ends its side still waits for the answer (tcp-sink, HTTP/1.0 style protocols);
   // each direction's end is passed on by pump() only after its queued bytes have gone out.
@@ -99,8 +103,8 @@ export async function startThrottleProxy(opts: ThrottleProxyOptions): Promise<Th
         upstream.destroy();
       });
     }
-    pump(client, upstream, new TokenBucket(opts.bytesPerSecond), (n) => (counts.up += n));
-    pump(upstream, client, new TokenBucket(opts.bytesPerSecond), (n) => (counts.down += n));
+    pump(client, upstream, up, (n) => (counts.up += n));
+    pump(upstream, client, down, (n) => (counts.down += n));
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');

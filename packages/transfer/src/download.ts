@@ -43,7 +43,7 @@ export interface DownloadOptions extends TransferOptions {
  */
 const MEASURING_BATCH_BYTES = 8 * 1024 * 1024;
 
-/** Verified pieces being written per request while the next ones arrive. */
+/** Decoded pieces being written per request while the next ones arrive. */
 const WRITES_AHEAD = 3;
 
 type Run = TransferRun<DownloadOptions>;
@@ -210,10 +210,9 @@ async function fetchBatch(
   const p = run.progress;
   const encoding = run.controller.compress ? 'zstd' : 'raw';
   const conn = run.streams.take();
-  // Verified pieces are written while the next ones arrive: waiting for each write before reading on would
-  // stall the socket (and the sender) for the duration of every write. Reading pauses while WRITES_AHEAD
-  // writes are pending and resumes as they finish.
-  const writes = new Set<Promise<void>>();
+  // Frames are recorded under the request's encoding: a piece that zstd could not shrink travels raw inside a
+  // compressed request, and belongs to that request's measurement.
+  const compressed = encoding === 'zstd';
   // Uncompressed pieces (the usual case on a fast link) go straight from the socket's read buffer to the file.
   const direct = streamPiecesInto(partial, {
     verify: hasher !== null,
@@ -231,7 +230,7 @@ async function fetchBatch(
       run.controller.sample(view);
     },
     onPiece: (h, fresh) => {
-      run.controller.record(h.rawLength, false);
+      run.controller.record(h.rawLength, compressed);
       p.compression = run.controller.compress;
       unfinished.delete(h.index);
       if (fresh) {
@@ -242,7 +241,9 @@ async function fetchBatch(
       p.emit();
     },
   });
-  // Compressed pieces are whole in a pooled buffer, decoded into another, then checked and written.
+  // Compressed pieces arrive whole in a pooled buffer, are decoded into another, then checked and written while
+  // the next ones arrive; reading pauses while WRITES_AHEAD writes are pending and resumes as they finish.
+  const writes = new Set<Promise<void>>();
   const onFrame = (frame: Frame): void => {
     const out = w.pool.take();
     let raw: Buffer;
@@ -250,7 +251,7 @@ async function fetchBatch(
       p.bytesOnWire += frame.payloadLength;
       raw = w.codec.decode(frame.encoding, frame.payload, frame.rawLength, out);
       run.controller.sample(raw);
-      run.controller.record(raw.length, true);
+      run.controller.record(raw.length, compressed);
       p.compression = run.controller.compress;
       if (raw.length !== pieceRange(m, frame.index).length) {
         throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${frame.index} has the wrong length`, { index: frame.index });
