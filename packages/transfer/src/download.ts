@@ -213,6 +213,16 @@ async function fetchBatch(
   // Frames are recorded under the request's encoding: a piece that zstd could not shrink travels raw inside a
   // compressed request, and belongs to that request's measurement.
   const compressed = encoding === 'zstd';
+  /** A piece of this batch counts (fresh: it was not held before). */
+  const verified = (index: number, bytes: number, fresh: boolean): void => {
+    unfinished.delete(index);
+    if (fresh) {
+      run.bytesTransferred += bytes;
+      p.bytesDone += bytes;
+      hasher?.advance(partial.verifiedPrefixBytes);
+    }
+    p.emit();
+  };
   // Uncompressed pieces (the usual case on a fast link) go straight from the socket's read buffer to the file.
   const direct = streamPiecesInto(partial, {
     verify: hasher !== null,
@@ -232,13 +242,7 @@ async function fetchBatch(
     onPiece: (h, fresh) => {
       run.controller.record(h.rawLength, compressed);
       p.compression = run.controller.compress;
-      unfinished.delete(h.index);
-      if (fresh) {
-        run.bytesTransferred += h.rawLength;
-        p.bytesDone += h.rawLength;
-        hasher?.advance(partial.verifiedPrefixBytes);
-      }
-      p.emit();
+      verified(h.index, h.rawLength, fresh);
     },
   });
   // Compressed pieces arrive whole in a pooled buffer, are decoded into another, then checked and written while
@@ -263,13 +267,7 @@ async function fetchBatch(
       frame.release();
     }
     const write: Promise<void> = partial.accept(frame.index, raw, { unverified: hasher === null }).then((fresh) => {
-      unfinished.delete(frame.index);
-      if (fresh) {
-        run.bytesTransferred += raw.length;
-        p.bytesDone += raw.length;
-        hasher?.advance(partial.verifiedPrefixBytes);
-      }
-      p.emit();
+      verified(frame.index, raw.length, fresh);
     }).finally(() => {
       w.pool.give(out);
       writes.delete(write);
