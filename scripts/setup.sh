@@ -54,10 +54,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# 3. npm dependencies, when package-lock.json is newer than the last install.
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# 3. npm dependencies, when package-lock.json differs from the one last installed. Its content is compared, not
+#    its mtime: a checkout or a clone touches the file without changing it, and `npm ci` deletes node_modules
+#    first (under any process still using it).
+lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f node_modules/.package-lock.json ] || [ "$(cat node_modules/.roamdesk-lock.sha256 2>/dev/null)" != "$lock_sum" ]; then
   say "installing npm dependencies (native addons compile from source: a few minutes the first time)"
   npm ci --no-audit --no-fund --loglevel=error
+  echo "$lock_sum" > node_modules/.roamdesk-lock.sha256
 fi
 
 # 4. The tiny guest (kernel + busybox initramfs + ext4 disk), built once and cached under .cache/.
