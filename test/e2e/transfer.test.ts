@@ -113,7 +113,10 @@ describe('transfer engine end to end', () => {
 
   it('resumes after the receiver is killed mid-transfer without re-sending verified pieces', async () => {
     const root = file('killed');
-    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'support', 'download-child.ts'), root, `${server.url}/api/v1`, admin, JSON.stringify([image])], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // Each piece request is held 100 ms on its way, so the transfer lasts long enough (progress is reported at most
+    // every 200 ms) to be killed part-way on any machine: the whole image otherwise arrives within one report.
+    proxy.setFaults([{ match: (p) => p.includes('/pieces'), times: 10_000, delayMs: 100 }]);
+    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'support', 'download-child.ts'), root, `${proxy.url}/api/v1`, admin, JSON.stringify([image])], { stdio: ['ignore', 'pipe', 'inherit'] });
     let last = 0;
     try {
       for await (const line of createInterface({ input: child.stdout })) {
@@ -126,6 +129,7 @@ describe('transfer engine end to end', () => {
       if (child.exitCode === null) child.kill('SIGKILL');
       if (child.exitCode === null && child.signalCode === null) await once(child, 'exit');
     }
+    proxy.setFaults([]);
     assert.ok(last >= image.size * 0.4 && last < image.size, `killed at ${last} of ${image.size}`);
     const s = await store('killed');
     const r = await downloadObjects({ store: s, remote: remote(), objects: [image] });

@@ -17,6 +17,8 @@ export interface Fault {
   cutAfter?: number;
   /** Replace a JSON body. */
   rewriteJson?: (body: unknown) => unknown;
+  /** Hold the request this long before forwarding it (a slow link, so a test can act mid-transfer). */
+  delayMs?: number;
 }
 
 export interface FaultProxy {
@@ -35,6 +37,9 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const server: Server = createServer((req, res) => {
     const fault = faults.find((f) => f.left > 0 && f.match(req.url ?? ''));
     if (fault !== undefined) fault.left--;
+    if (fault?.delayMs !== undefined) setTimeout(forward, fault.delayMs);
+    else forward();
+    function forward(): void {
     const up = request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (ur: IncomingMessage) => {
       const headers = { ...ur.headers };
       if (fault?.rewriteJson !== undefined) {
@@ -74,6 +79,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     });
     up.on('error', () => res.destroy());
     req.pipe(up);
+    }
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
