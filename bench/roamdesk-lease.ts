@@ -107,22 +107,11 @@ function leaseScenario(kind: 'checkout' | 'checkin'): Scenario {
     async run(ctx): Promise<RunResult> {
       if (fresh === undefined) throw new Error('not set up');
       const meter = startMeter({ pids: [fresh.server.pid] });
-      if (kind === 'checkout') {
-        const r = await fresh.agent.checkout('bench');
-        const m = await meter.stop();
-        const d = r.download;
-        return {
-          ...m, changedBytes: ctx.workload.layer.changedBytes, bytesWritten: d?.bytesTransferred ?? 0, bytesRead: d?.bytesTransferred ?? 0,
-          bytesOnWire: d?.bytesOnWire ?? 0, phases: phases(m.seconds, d?.seconds),
-        };
-      }
-      const r = await fresh.agent.checkin('bench');
+      const report = kind === 'checkout' ? (await fresh.agent.checkout('bench')).download : (await fresh.agent.checkin('bench')).upload;
       const m = await meter.stop();
-      const u = r.upload;
-      return {
-        ...m, changedBytes: ctx.workload.checkin.changedBytes, bytesWritten: u?.bytesTransferred ?? 0, bytesRead: u?.bytesTransferred ?? 0,
-        bytesOnWire: u?.bytesOnWire ?? 0, phases: phases(m.seconds, u?.seconds),
-      };
+      const changedBytes = (kind === 'checkout' ? ctx.workload.layer : ctx.workload.checkin).changedBytes;
+      const moved = report?.bytesTransferred ?? 0;
+      return { ...m, changedBytes, bytesWritten: moved, bytesRead: moved, bytesOnWire: report?.bytesOnWire ?? 0, phases: phases(m.seconds, report?.seconds) };
     },
     async verify(ctx) {
       if (fresh === undefined || template === undefined) return;

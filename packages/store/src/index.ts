@@ -11,3 +11,5 @@ export type { ExportOptions } from './export.ts';
 export type { LiveSealResult, LiveVm } from './seal-live.ts';
 export type { VerifyOptions, VerifyProblem, VerifyProblemKind, VerifyReport } from './verify.ts';
 export * from './errors.ts';
+/** The qcow2 header of a file, parsed in TypeScript (no QEMU tool opens it). */
+export { readHeader } from './header-io.ts';

@@ -17,7 +17,7 @@ import { backoff, BatchQueue, planBatches, type Batch } from './batches.ts';
 import { PieceCodec } from './codec.ts';
 import { abortedError, TransferError } from './errors.ts';
 import { forEachPiece } from './file-reader.ts';
-import { BufferPool, type Frame, FrameAssembler, FRAME_HEADER_BYTES } from './frames.ts';
+import { type BufferPool, type Frame, FrameAssembler, FRAME_HEADER_BYTES } from './frames.ts';
 import { isRetryable, sendJson } from './http.ts';
 import { DEFAULT_PIECE_SIZE, type Manifest, parseManifest, pieceRange } from './manifest.ts';
 import { ObjectHasher } from './object-hasher.ts';
@@ -166,7 +166,7 @@ async function fetchMissing(run: Run, m: Manifest, partial: PartialObject, hashe
   const measuringPieces = Math.min(maxPieces, Math.max(1, Math.floor(MEASURING_BATCH_BYTES / m.pieceSize)));
   const queue = new BatchQueue(planBatches(partial.missing(), maxPieces), maxPieces, run.opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
   const inFlight = run.opts.inFlight ?? DEFAULT_IN_FLIGHT;
-  const pool = new BufferPool(m.pieceSize, inFlight * (WRITES_AHEAD + 2) * 2);
+  const pool = run.pools.pool(m.pieceSize);
   const internal = new AbortController();
   const onAbort = (): void => internal.abort(run.signal.reason);
   run.signal.addEventListener('abort', onAbort, { once: true });

@@ -75,14 +75,10 @@ export class ResponseParser {
           this.#onHead(this.#takeLine());
           break;
         }
-        case 'length': {
-          const n = Math.min(this.#remaining, end - pos);
-          this.h.body(buf.subarray(pos, pos + n));
-          pos += n;
-          this.#remaining -= n;
+        case 'length':
+          pos = this.#deliver(buf, pos, end);
           if (this.#remaining === 0) this.#finish();
           break;
-        }
         case 'until-close':
           this.h.body(buf.subarray(pos, end));
           pos = end;
@@ -94,14 +90,10 @@ export class ResponseParser {
           this.#onChunkSize(this.#takeLine().toString('latin1'));
           break;
         }
-        case 'chunk-data': {
-          const n = Math.min(this.#remaining, end - pos);
-          this.h.body(buf.subarray(pos, pos + n));
-          pos += n;
-          this.#remaining -= n;
+        case 'chunk-data':
+          pos = this.#deliver(buf, pos, end);
           if (this.#remaining === 0) this.#state = 'chunk-data-end';
           break;
-        }
         case 'chunk-data-end': {
           const stop = this.#collectUntil(buf, pos, end, '\r\n', 2, 'the CRLF after a chunk');
           if (stop < 0) return 0;
@@ -124,6 +116,14 @@ export class ResponseParser {
       }
     }
     return end - pos;
+  }
+
+  /** Hands on up to #remaining body bytes from buf[pos, end); returns the position after them. */
+  #deliver(buf: Buffer, pos: number, end: number): number {
+    const n = Math.min(this.#remaining, end - pos);
+    this.h.body(buf.subarray(pos, pos + n));
+    this.#remaining -= n;
+    return pos + n;
   }
 
   /** The connection closed. Completes a body delimited by the close; anything else was cut short. */

@@ -8,7 +8,6 @@ import { open } from 'node:fs/promises';
 
 import { backoff, BatchQueue, planBatches } from './batches.ts';
 import { abortedError, TransferError } from './errors.ts';
-import { forEachPiece } from './file-reader.ts';
 import { isRetryable, send, sendJson } from './http.ts';
 import { DEFAULT_PIECE_SIZE, type Manifest, pieceRange } from './manifest.ts';
 import { computeManifest, type ManifestCache } from './manifest-source.ts';
@@ -92,18 +91,14 @@ async function sendMissing(
           indices = indices.filter((i) => still.has(i));
         }
         if (indices.length > 0) {
-          // A sample for the compression decision, from the data itself.
-          if (run.controller.mode === 'auto') {
-            const sample = run.pools.take(m.pieceSize);
-            await forEachPiece(fh, m, [indices[0]!], (_i, d) => { run.controller.sample(d); }, { buffers: [sample] });
-            run.pools.give(sample);
-          }
           const compress = run.controller.compress;
           p.compression = compress;
           const res = await send(run.conn, {
             method: 'PUT', path: `/uploads/${uploadId}/pieces`, headers: { 'content-type': PIECES_CONTENT_TYPE }, signal: run.signal,
             body: async (write) => {
               await sendPieces(fh, m, indices, compress, async (header, payload) => {
+                // Samples for the compression decision come from the pieces as they go (uncompressed then).
+                if (!compress) run.controller.sample(payload);
                 p.bytesOnWire += header.length + payload.length;
                 await write(header, payload);
               }, run.pools, run.signal);

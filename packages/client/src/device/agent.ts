@@ -14,13 +14,12 @@
 // its leases moved away (rollback, cancelled check-out, revoked device); those records become 'lost' and their
 // local work goes to quarantine as soon as no VM has it open.
 
-import { open, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
 import type { Device, LeaseResponse, OperationProgress, StoredObject } from '@roamdesk/api';
-import { parseQcow2Header, QCOW2_MAX_HEADER_BYTES } from '@roamdesk/qcow2';
 import { QemuImg } from '@roamdesk/qemu';
-import { Store, type ObjectInfo } from '@roamdesk/store';
+import { readHeader, Store, type ObjectInfo } from '@roamdesk/store';
 import { downloadObjects, uploadObjects, type TransferProgress, type TransferReport } from '@roamdesk/transfer';
 
 import { ApiError, ClientError } from '../errors.ts';
@@ -846,7 +845,7 @@ export class DeviceAgent {
     const names = new Set([`${layer.id}.qcow2`, basename(ov.path)]);
     for (const f of await readdir(store.objectsDir)) {
       if (!/^overlay-.*\.qcow2$/.test(f)) continue;
-      const backing = await backingName(join(store.objectsDir, f)).catch(() => null);
+      const backing = await readHeader(join(store.objectsDir, f)).then((h) => h.backing?.name ?? null, () => null);
       if (backing !== null && names.has(backing)) rec.overlay = { path: join(store.objectsDir, f), parent: layer.id };
     }
     await this.records.save(rec);
@@ -1089,15 +1088,3 @@ async function exists(path: string): Promise<boolean> {
   return stat(path).then(() => true, () => false);
 }
 
-/** The backing file name in a qcow2 header, parsed in TypeScript (our own overlays). */
-async function backingName(path: string): Promise<string | null> {
-  const fh = await open(path, 'r');
-  try {
-    const size = (await fh.stat()).size;
-    const buf = Buffer.alloc(Math.min(size, QCOW2_MAX_HEADER_BYTES));
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    return parseQcow2Header(buf.subarray(0, bytesRead), { fileSize: size }).backing?.name ?? null;
-  } finally {
-    await fh.close();
-  }
-}
