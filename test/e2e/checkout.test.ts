@@ -449,6 +449,32 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     assert.equal(info['backing-filename'], `${r.top}.qcow2`, 'the overlay now rests on the compacted layer');
     const ci = await g.checkin('compact');
     assert.ok(identical(serverObject(ci.top), expected));
+
+    // Back at the server, its side is compacted too once the chain passes the policy; the device that holds
+    // the old chain derives the compacted layer from its own copies instead of downloading it.
+    await g.checkout('compact');
+    const again = await g.records.require('compact');
+    // Two layers this time (one sealed now, one at check-in): within the device's policy, past the server's.
+    sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x30 5M 1M', again.overlay!.path]);
+    await g.seal('compact');
+    sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x31 5M 512k', (await g.records.require('compact')).overlay!.path]);
+    const expected2 = join(tmp.dir, 'compact-expected-2.qcow2');
+    await (await g.store()).exportChain((await g.records.require('compact')).overlay!, expected2);
+    const ci2 = await g.checkin('compact');
+    const longChain = (await (await g.store()).chain(ci2.top)).map((o) => o.id);
+    assert.ok(longChain.length - 1 > LEASE_POLICY.maxChainLength, `the checked-in chain has ${longChain.length - 1} layers`);
+    const compacted = await until('the server to compact the chain after the check-in', async () => {
+      const objects = (await api(h, 'GET', '/desktops/compact/objects', token)).json<{ objects: Array<{ id: string; parent: string | null; derivedFrom?: string }> }>().objects;
+      return objects.length === 2 ? objects : undefined;
+    }, 60_000);
+    assert.equal(compacted[1]?.parent, longChain[0]);
+    assert.equal(compacted[1]?.derivedFrom, ci2.top);
+    assert.ok(identical(serverObject(compacted[1].id), expected2), 'the compacted chain shows the guest what the device checked in');
+    const co3 = await g.checkout('compact');
+    assert.deepEqual(co3.download?.objects.map((o) => o.action), ['present', 'derived']);
+    assert.equal(co3.download?.bytesOnWire, 0, 'nothing was downloaded');
+    assert.ok(identical((await g.store()).objectPath(compacted[1].id), expected2));
+    await g.checkin('compact');
   });
 
   it('offline lease: refused after maxOfflineSeconds without contact, a clock set back does not help, contact renews it; a revoked device is fenced', async () => {

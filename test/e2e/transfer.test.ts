@@ -208,6 +208,51 @@ describe('transfer engine end to end', () => {
     assert.ok(identical(s.objectPath(diff.id), file('v2.qcow2')), 'the chain v1 + difference shows the guest v2');
   });
 
+  it('derives a compacted layer from objects it holds instead of downloading it; a wrong recipe falls back to the download', async () => {
+    // Store a: the image, `layer` (uploaded above) and two more layers; C squashes the three over the image.
+    const a = await store('a');
+    let top = layer.id;
+    const chain: ObjectInfo[] = [];
+    for (const p of [0x31, 0x32]) {
+      const o = await a.createOverlay(top);
+      sh('qemu-io', ['-f', 'qcow2', '-c', `write -P ${p} ${p}M 6M`, '-c', `write -P ${p} 100M 1M`, o.path]);
+      const l = await a.seal(o);
+      chain.push(l);
+      top = l.id;
+    }
+    const c = await a.importDifference(image.id, top);
+    assert.ok(c !== null);
+    assert.equal(c.derivedFrom, top, 'the sidecar records what the layer was computed from');
+    const up = await uploadObjects({ store: a, remote: remote(), objects: [...chain, c] });
+    assert.deepEqual(up.objects.map((o) => o.action), ['transferred', 'transferred', 'transferred']);
+    const served = await api(server, 'GET', `/objects/${c.id}`, admin);
+    const cDesc: ObjectDescription = { ...served.json<{ object: ObjectDescription }>().object, derivedFrom: top };
+
+    // Store d holds the old chain (as a device does after a check-in): C is computed here, nothing moves.
+    const d = await store('derive');
+    await downloadObjects({ store: d, remote: remote(), objects: [image, layer, ...chain] });
+    const r = await downloadObjects({ store: d, remote: remote(), objects: [image, cDesc] });
+    assert.deepEqual(r.objects.map((o) => o.action), ['present', 'derived']);
+    assert.equal(r.bytesOnWire, 0);
+    assert.equal(r.bytesSaved, image.size + c.size);
+    assert.ok(identical(d.objectPath(c.id), d.objectPath(top)));
+    assert.equal((await d.verify()).ok, true);
+
+    // A recipe that does not give these bytes (computed from the wrong object): nothing derived is kept, C is downloaded.
+    const e = await store('derive-wrong');
+    await downloadObjects({ store: e, remote: remote(), objects: [image, layer, ...chain] });
+    const before = (await e.list()).map((o) => o.id).sort();
+    const w = await downloadObjects({ store: e, remote: remote(), objects: [image, { ...cDesc, derivedFrom: chain[0]!.id }] });
+    assert.deepEqual(w.objects.map((o) => o.action), ['present', 'transferred']);
+    assert.equal(w.bytesTransferred, c.size);
+    assert.deepEqual((await e.list()).map((o) => o.id).sort(), [...before, c.id].sort(), 'only C was added');
+    // Without the objects the recipe names, or with derivation off, the layer is downloaded.
+    const f = await store('derive-off');
+    await downloadObjects({ store: f, remote: remote(), objects: [image, layer, ...chain] });
+    const off = await downloadObjects({ store: f, remote: remote(), objects: [image, cDesc], derive: false });
+    assert.deepEqual(off.objects.map((o) => o.action), ['present', 'transferred']);
+  });
+
   it('authorizes every object endpoint', async () => {
     // Uma may read the image (images are a shared catalog) but not a layer outside her chains.
     assert.equal((await api(server, 'GET', `/objects/${image.id}`, uma)).statusCode, 200);

@@ -24,6 +24,7 @@ import { imageRoutes } from './routes/images.ts';
 import { objectRoutes } from './routes/objects.ts';
 import { userRoutes } from './routes/users.ts';
 import { Auditor } from './services/audit.ts';
+import { ChainCompactor } from './services/compaction.ts';
 import { GrantSigner } from './services/grants.ts';
 
 export const API_VERSION = '0.1.0';
@@ -31,6 +32,8 @@ export const API_VERSION = '0.1.0';
 export function createContext(deps: AppDeps): AppContext {
   let dummy: Promise<string> | undefined;
   const paths = dataPaths(deps.config.dataDir);
+  const audit = new Auditor(deps.db, deps.clock, deps.logger);
+  const nowIso = (): string => new Date(deps.clock.now()).toISOString();
   return {
     ...deps,
     paths,
@@ -41,8 +44,9 @@ export function createContext(deps: AppDeps): AppContext {
       windowMs: deps.config.login.windowSeconds * 1000,
       clock: deps.clock,
     }),
-    audit: new Auditor(deps.db, deps.clock, deps.logger),
-    nowIso: () => new Date(deps.clock.now()).toISOString(),
+    audit,
+    compactor: new ChainCompactor({ ...deps, audit, nowIso }),
+    nowIso,
     dummyHash: () => (dummy ??= deps.hasher.hash(generatePassword())),
   };
 }
@@ -67,6 +71,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   base.setValidatorCompiler(TypeBoxValidatorCompiler);
   installErrorHandling(base);
+  // A compaction running in the background ends before the database and store close under it.
+  base.addHook('onClose', async () => ctx.compactor.close());
   const app = base.withTypeProvider<TypeBoxTypeProvider>();
 
   await app.register(swagger, {

@@ -7,6 +7,7 @@ import type { DataPaths, ServerConfig } from './config.ts';
 import type { Database } from './db/schema.ts';
 import type { Clock, DesktopRuntime, Ids, ObjectStore, ObjectTransfer, PasswordHasher } from './ports.ts';
 import type { Auditor } from './services/audit.ts';
+import type { ChainCompactor } from './services/compaction.ts';
 import type { GrantSigner } from './services/grants.ts';
 
 /** The dependencies buildApp() is given. */
@@ -28,6 +29,8 @@ export interface AppContext extends AppDeps {
   paths: DataPaths;
   limiter: LoginLimiter;
   audit: Auditor;
+  /** Keeps desktops' chains short on the server (services/compaction.ts). */
+  compactor: ChainCompactor;
   /** Signs offline grants with the server's Ed25519 key (`<data>/grant-key.pem`). */
   grants: GrantSigner;
   /** The current time as the ISO text stored in the database. */

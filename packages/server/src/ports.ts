@@ -175,6 +175,8 @@ export interface StoredObjectInfo {
   parent: string | null;
   size: number;
   virtualSize: number;
+  /** A layer the server computed as the difference between `parent` and this object (ObjectInfo.derivedFrom). */
+  derivedFrom?: string;
 }
 
 export interface UploadStateView {

@@ -73,9 +73,13 @@ export class FakeStore implements ObjectStore {
     return { id, size: bytes.length, virtualSize: bytes.length * 2, format };
   }
 
+  /** Set by tests that need real objects (chain compaction), e.g. the real Store's importDifference. */
+  differenceWith: ((parentId: string, targetId: string) => Promise<ImportedLayer | null>) | undefined;
+
   /** A fake difference: none when the target is the parent itself, else a small layer named by both ids. */
   async importDifference(parentId: string, targetId: string): Promise<ImportedLayer | null> {
     this.calls.push(`difference ${parentId} ${targetId}`);
+    if (this.differenceWith !== undefined) return this.differenceWith(parentId, targetId);
     if (targetId === parentId) return null;
     const id = createHash('sha256').update(`layer ${parentId} ${targetId}`).digest('hex');
     this.objects.set(id, { size: 100, format: 'qcow2' });

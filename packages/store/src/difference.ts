@@ -10,7 +10,10 @@
  *  3. `qemu-img compare T <target>` — the chain parent…T must show the guest exactly `target` (a double check of
  *     qemu-img's own work before anything is published);
  *  4. importLayer(T, parent) — the same checks as any untrusted layer (header in TypeScript, backing name exactly
- *     `<parent>.qcow2`, qemu-img check), then published under its hash.
+ *     `<parent>.qcow2`, qemu-img check), then published under its hash, its sidecar recording `derivedFrom:
+ *     target`. Steps 1–2 are deterministic for one QEMU version (one thread walks the clusters in order; qcow2
+ *     has no timestamps), so a receiver holding parent and target derives the same bytes instead of downloading
+ *     them — checked by the id (`expectedId`), never assumed.
  *
  * T is a temp file (`.tmp-…`) in objects/: the relative backing names resolve against objects/ (QEMU resolves
  * a relative backing name against the directory of the image that names it), and Store.open removes T if the
@@ -35,6 +38,11 @@ interface Ctx {
 
 export interface DifferenceOptions {
   readonly signal?: AbortSignal;
+  /**
+   * The id the result must have (HashMismatchError otherwise, and nothing is published): a receiver deriving a
+   * layer the other side computed (ObjectInfo.derivedFrom) instead of downloading it.
+   */
+  readonly expectedId?: ObjectId;
 }
 
 /**
@@ -61,15 +69,22 @@ export async function importDifference(ctx: Ctx, parent: ObjectId, target: Objec
     await ctx.img.create(temp, { backing: { name: objectFileName(target), format: 'qcow2' }, ...signal });
     await ctx.img.rebase(temp, { backing: { name: objectFileName(parent), format: 'qcow2' }, ...signal });
     await fsyncPath(temp);
-    // Trusted files only (ours and the store's), so the whole chain may be opened. Depth 0 = allocated in T.
-    const changed = (await ctx.img.map(temp, signal)).some((e) => e.depth === 0 && e.present);
-    if (!changed) return null;
-    if (!(await ctx.img.compare(temp, ctx.layout.objectPath(target), signal))) {
-      throw new ImportFailedError(`the layer computed over ${parent} does not show the guest what ${target} shows`, { parent, target });
+    // Deriving a known id: its hash (checked by importLayer) proves the bytes are the object its publisher
+    // checked with qemu-img compare, so the two whole-disk reads below (seconds for a few GiB) are skipped.
+    if (opts.expectedId === undefined) {
+      // Trusted files only (ours and the store's), so the whole chain may be opened. Depth 0 = allocated in T.
+      const changed = (await ctx.img.map(temp, signal)).some((e) => e.depth === 0 && e.present);
+      if (!changed) return null;
+      if (!(await ctx.img.compare(temp, ctx.layout.objectPath(target), signal))) {
+        throw new ImportFailedError(`the layer computed over ${parent} does not show the guest what ${target} shows`, { parent, target });
+      }
     }
     if (opts.signal?.aborted === true) throw new StoreAbortedError('difference aborted', {}, { cause: opts.signal.reason });
-    const layerOpts: ImportOptions = opts.signal !== undefined ? { signal: opts.signal } : {};
-    return await importLayer(ctx, temp, parent, layerOpts);
+    const layerOpts: ImportOptions = {
+      ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
+      ...(opts.expectedId !== undefined ? { expectedId: opts.expectedId } : {}),
+    };
+    return await importLayer(ctx, temp, parent, layerOpts, target);
   } catch (e) {
     throw asImportError(e, `difference of ${target} over ${parent}`);
   } finally {

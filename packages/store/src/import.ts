@@ -146,8 +146,11 @@ async function finish(ctx: Ctx, tempPath: string, info: Omit<ObjectInfo, 'create
   return r.info;
 }
 
-/** An untrusted layer (e.g. from a device at check-in) whose parent must be `expectedParent`. */
-export async function importLayer(ctx: Ctx, source: string, expectedParent: ObjectId, opts: ImportOptions = {}): Promise<ObjectInfo> {
+/**
+ * An untrusted layer (e.g. from a device at check-in) whose parent must be `expectedParent`. `derivedFrom` is
+ * for importDifference only: the object whose guest view this layer reproduces (recorded in the sidecar).
+ */
+export async function importLayer(ctx: Ctx, source: string, expectedParent: ObjectId, opts: ImportOptions = {}, derivedFrom?: ObjectId): Promise<ObjectInfo> {
   assertObjectId(expectedParent);
   if (opts.expectedId !== undefined) assertObjectId(opts.expectedId);
   const parent = await ctx.layout.info(expectedParent);
@@ -164,7 +167,8 @@ export async function importLayer(ctx: Ctx, source: string, expectedParent: Obje
     // Before any QEMU tool opens it (DESIGN.md, "Data path rules").
     checkUntrustedLayer(parseHeader(lead), parentName, policy);
     const { sha256, bytes, virtualSize } = await copyChecked(ctx, fh, size, (h) => checkUntrustedLayer(h, parentName, policy), opts, temp);
-    return await finish(ctx, temp.path as string, { id: sha256, kind: 'layer', parent: expectedParent, size: bytes, virtualSize }, opts);
+    const info = { id: sha256, kind: 'layer', parent: expectedParent, size: bytes, virtualSize, ...(derivedFrom !== undefined ? { derivedFrom } : {}) } as const;
+    return await finish(ctx, temp.path as string, info, opts);
   } catch (e) {
     if (temp.path !== null) await discard(temp.path);
     throw asImportError(e, `import of layer ${source}`);

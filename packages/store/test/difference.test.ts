@@ -63,6 +63,23 @@ describe('Store.importDifference', { skip: haveQemuImg && haveQemuIo ? false : '
     assert.ok(sameGuestView(store.objectPath(layer.id), file('v3.qcow2')));
   });
 
+  it('records what a layer was derived from; another store holding the same objects derives the same bytes', async () => {
+    const layer = await store.importDifference(v1.id, v3.id);
+    assert.ok(layer !== null);
+    assert.equal(layer.derivedFrom, v3.id);
+    assert.equal((await store.get(layer.id))?.derivedFrom, v3.id, 'kept in the sidecar');
+    const other = await Store.open(join(dir, 'other'));
+    await other.importImage(file('v1.qcow2'));
+    await other.importImage(file('v3.qcow2'));
+    const again = await other.importDifference(v1.id, v3.id, { expectedId: layer.id });
+    assert.equal(again?.id, layer.id);
+    // A wrong expectation (another QEMU's layout, a lying server): refused, nothing published.
+    const before = await snapshotDir(other.root);
+    await assert.rejects(other.importDifference(v1.id, v3.id, { expectedId: 'f'.repeat(64) }), (e: unknown) => (e as { code?: string }).code === 'STORE_ERR_HASH_MISMATCH');
+    assert.deepEqual(await snapshotDir(other.root), before);
+    await store.remove(layer.id);
+  });
+
   it('returns null and publishes nothing when the guest sees no difference', async () => {
     const before = await snapshotDir(store.root);
     assert.equal(await store.importDifference(v3.id, v3.id), null);

@@ -48,6 +48,10 @@ describe('ids and layout', () => {
     assert.equal(decodeSidecar('{', ID), null);
     assert.equal(decodeSidecar(encodeSidecar({ ...info, kind: 'image' }), ID), null, 'an image has no parent');
     assert.equal(decodeSidecar(JSON.stringify({ ...info, parent: '../x' }), ID), null);
+    const derived = { ...info, derivedFrom: 'c'.repeat(64) };
+    assert.deepEqual(decodeSidecar(encodeSidecar(derived), ID), derived);
+    assert.equal(decodeSidecar(JSON.stringify({ ...derived, derivedFrom: '../x' }), ID), null);
+    assert.equal(decodeSidecar(JSON.stringify({ ...derived, kind: 'image', parent: null }), ID), null, 'only a layer is derived');
   });
 });
 

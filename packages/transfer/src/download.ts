@@ -1,7 +1,8 @@
 /**
  * Downloads objects (an image and its layers, bottom first) from a Roamdesk server into a local store,
  * moving only what is missing:
- *   1. objects the store already holds are skipped;
+ *   1. objects the store already holds are skipped, and a layer the server derived from two objects the store
+ *      holds (a compacted chain, a new image version: ObjectDescription.derivedFrom) is computed here instead;
  *   2. an interrupted earlier attempt's verified pieces are kept (re-hashed from disk first: partial-object.ts);
  *   3. seed folders fill what they can (every piece verified);
  *   4. the rest comes in batches of contiguous pieces, several requests in flight on kept-alive connections,
@@ -35,6 +36,8 @@ export interface DownloadOptions extends TransferOptions {
    * publishing it. Measures what verification costs (notes/performance.md, R6); never use it to fetch data.
    */
   readonly benchmarkWithoutVerification?: boolean;
+  /** Compute layers the server derived from objects held here instead of downloading them (default true). */
+  readonly derive?: boolean;
 }
 
 /**
@@ -61,6 +64,12 @@ async function downloadOne(run: Run, desc: ObjectDescription): Promise<ObjectRep
     p.emit();
     return { id: desc.id, kind: desc.kind, size: desc.size, action: 'present', piecesTotal: 0, piecesSent: 0, piecesResumed: 0, piecesSeeded: 0 };
   }
+  if (await derive(run, desc)) {
+    p.bytesDone += desc.size;
+    p.bytesSaved += desc.size;
+    p.emit();
+    return { id: desc.id, kind: desc.kind, size: desc.size, action: 'derived', piecesTotal: 0, piecesSent: 0, piecesResumed: 0, piecesSeeded: 0 };
+  }
   p.phase = 'planning';
   p.emit(true);
   const pieceSize = run.opts.pieceSize ?? DEFAULT_PIECE_SIZE;
@@ -75,6 +84,28 @@ async function downloadOne(run: Run, desc: ObjectDescription): Promise<ObjectRep
     return await receive(run, desc, manifest);
   } finally {
     await lock.release();
+  }
+}
+
+/**
+ * Computes a layer the server derived (Store.importDifference of desc.parent and desc.derivedFrom) when this
+ * store holds both: local disk reads instead of the network. It counts only if the result hashes to the id
+ * (the store publishes nothing otherwise); any failure leaves the object to be downloaded.
+ */
+async function derive(run: Run, desc: ObjectDescription): Promise<boolean> {
+  const { store } = run.opts;
+  const from = desc.derivedFrom;
+  if (from === undefined || desc.parent === null || run.opts.derive === false || run.opts.benchmarkWithoutVerification === true) return false;
+  if (!(await store.has(desc.parent)) || !(await store.has(from))) return false;
+  run.progress.phase = 'deriving';
+  run.progress.emit(true);
+  try {
+    const r = await store.importDifference(desc.parent, from, { expectedId: desc.id, signal: run.signal });
+    return r?.id === desc.id;
+  } catch {
+    if (run.signal.aborted) throw abortedError(run.signal);
+    // Another QEMU version may lay the same difference out otherwise (HashMismatch): download it.
+    return false;
   }
 }
 

@@ -2,7 +2,7 @@
  * Transfer progress: what a CLI bar, the API and the UI show. Rates are computed over a sliding window, so
  * a stall shows as a falling rate and a growing ETA rather than a lifetime average.
  */
-export type TransferPhase = 'planning' | 'resuming' | 'seeding' | 'transferring' | 'verifying' | 'publishing' | 'done';
+export type TransferPhase = 'planning' | 'deriving' | 'resuming' | 'seeding' | 'transferring' | 'verifying' | 'publishing' | 'done';
 
 export interface TransferProgress {
   readonly direction: 'download' | 'upload';

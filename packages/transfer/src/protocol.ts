@@ -22,6 +22,8 @@ export interface ObjectDescription {
   readonly parent: string | null;
   readonly size: number;
   readonly virtualSize: number;
+  /** A layer the sender computed from `parent` and this object (see Store.importDifference): the receiver may derive it. */
+  readonly derivedFrom?: string;
 }
 
 export interface UploadState {

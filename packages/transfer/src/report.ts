@@ -3,8 +3,11 @@ export interface ObjectReport {
   readonly id: string;
   readonly kind: 'image' | 'layer';
   readonly size: number;
-  /** present: nothing to do; transferred: pieces moved (some may have come from a resume or a seed). */
-  readonly action: 'present' | 'transferred';
+  /**
+   * present: nothing to do; derived: computed from objects already held (ObjectDescription.derivedFrom), nothing
+   * moved; transferred: pieces moved (some may have come from a resume or a seed).
+   */
+  readonly action: 'present' | 'derived' | 'transferred';
   readonly piecesTotal: number;
   readonly piecesSent: number;
   readonly piecesResumed: number;
@@ -19,7 +22,7 @@ export interface TransferReport {
   readonly bytesTransferred: number;
   /** Bytes on the wire: frame headers and (possibly compressed) payloads, including failed attempts. */
   readonly bytesOnWire: number;
-  /** Bytes that did not cross the network (already held, resumed, seeded). */
+  /** Bytes that did not cross the network (already held, derived, resumed, seeded). */
   readonly bytesSaved: number;
   /** Pieces that arrived but were refused (bad hash) or re-sent after an interrupted request. */
   readonly piecesRetried: number;

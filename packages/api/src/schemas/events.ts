@@ -30,6 +30,7 @@ export const EVENT_ACTIONS = [
   'lease.replicate',
   'lease.checkin',
   'lease.rollback',
+  'desktop.compact',
   'operation.start',
   'operation.finish',
 ] as const;

@@ -26,12 +26,18 @@ export const PiecesQuery = Type.Object(
 );
 export type PiecesQuery = Static<typeof PiecesQuery>;
 
+/**
+ * An object of a store. `derivedFrom` (layers only): the server computed this layer as the guest-level difference
+ * between `parent` and that object (a compacted chain, a new image version); a receiver holding both may compute
+ * it itself and keep the result only if it hashes to `id`.
+ */
 export const StoredObject = Type.Object({
   id: ObjectId,
   kind: Type.Union([Type.Literal('image'), Type.Literal('layer')]),
   parent: Type.Union([ObjectId, Type.Null()]),
   size: Type.Integer({ minimum: 0, description: 'File size in bytes' }),
   virtualSize: Type.Integer({ minimum: 0, description: 'Disk size the guest sees' }),
+  derivedFrom: Type.Optional(ObjectId),
 });
 export type StoredObject = Static<typeof StoredObject>;
 

@@ -9,7 +9,9 @@ import type { ObjectTransfer, StoredObjectInfo, UploadStateView } from '../ports
 const CHAIN_CACHE_MAX = 4096;
 
 function describe(info: ObjectInfo): StoredObjectInfo {
-  return { id: info.id, kind: info.kind, parent: info.parent, size: info.size, virtualSize: info.virtualSize };
+  const d: StoredObjectInfo = { id: info.id, kind: info.kind, parent: info.parent, size: info.size, virtualSize: info.virtualSize };
+  if (info.derivedFrom !== undefined) d.derivedFrom = info.derivedFrom;
+  return d;
 }
 
 function view(s: UploadState): UploadStateView {

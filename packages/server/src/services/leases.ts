@@ -21,6 +21,9 @@
 //    every object of the old chain in its store (nothing is removed here), so what either side still
 //    needs stays valid; the device is the lease holder and owns the content above the shared prefix.
 // Anything else is 422 CHAIN_MISMATCH; a top the owner cannot read (another user's layer) is 404.
+//
+// Back at the server (check-in, rollback), a chain past the policy length is compacted in the background
+// (services/compaction.ts); a check-out waits for a running compaction before it claims the lease.
 
 import { ApiError, type GrantBody, type HeartbeatRequest, type HeartbeatResponse, type Lease, type LeaseResponse, type CheckoutResponse, type Operation } from '@roamdesk/api';
 import type { Caller } from '../auth/authenticate.ts';
@@ -136,6 +139,11 @@ export class LeaseService {
   async checkout(caller: Caller, name: string): Promise<CheckoutResponse> {
     const deviceId = deviceOf(caller);
     let d = await visibleDesktop(this.ctx.db, caller, name);
+    if (d.lease_state === 'server') {
+      // A compaction a check-in started may still move the top: take the chain as it ends up.
+      await this.ctx.compactor.settled(d.id);
+      d = await this.#reload(d.id);
+    }
     const generation = Number(d.lease_generation);
     const resume = d.lease_state !== 'server' && d.lease_device_id === deviceId;
     return this.#audited(caller, 'lease.checkout', d, resume ? { resume: true, generation } : { from: generation, to: generation + 1 }, async () => {
@@ -155,7 +163,7 @@ export class LeaseService {
       const claimed = await moveLease(
         this.ctx.db,
         d.id,
-        { generation, state: 'server', desktopStates: ['stopped', 'running', 'error'] },
+        { generation, state: 'server', desktopStates: ['stopped', 'running', 'error'], top: d.top_object_id },
         {
           lease_state: 'checking-out',
           location: 'device',
@@ -359,6 +367,7 @@ export class LeaseService {
         await finishOperation(this.ctx.db, op.id, 'failed', this.ctx.nowIso(), { error: describeError(err) });
         throw err;
       }
+      if (kind === 'checkin') void this.ctx.compactor.tryCompact(d.id);
       const after = await this.#reload(d.id);
       return kind === 'checkin' ? this.leaseResponse(after) : this.leaseResponse(after, await this.grantFor(after, deviceId));
     });
@@ -397,6 +406,7 @@ export class LeaseService {
       if (!moved) throw await this.#explainLoss(d.id, generation, null);
       await failRunningOperations(this.ctx.db, d.id, at, { code: 'LEASE_STALE', message: `rolled back by ${caller.name}` });
       await this.#newOperation('rollback', d, caller, 'succeeded', { top: replicated, generation: generation + 1, device: d.lease_device_id, discardedFrom: generation });
+      if (d.overlay_path === null) void this.ctx.compactor.tryCompact(d.id);
       return this.leaseResponse(await this.#reload(d.id));
     });
   }

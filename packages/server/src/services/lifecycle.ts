@@ -12,7 +12,7 @@ import type { DesktopStateColumn } from '../db/schema.ts';
 import { checkedOut } from './checked-out.ts';
 import { relativeOverlayPath, toRuntimeDesktop } from './paths.ts';
 
-type Ctx = Pick<AppContext, 'db' | 'store' | 'runtime' | 'paths' | 'config' | 'nowIso'>;
+type Ctx = Pick<AppContext, 'db' | 'store' | 'runtime' | 'paths' | 'config' | 'nowIso' | 'compactor'>;
 
 /** Why a transition from `desktop`'s current state was refused. */
 function refusal(desktop: DesktopView, wanted: 'start' | 'stop'): ApiError {
@@ -45,12 +45,14 @@ async function claim(ctx: Ctx, d: DesktopView, from: DesktopStateColumn[], to: D
 }
 
 /**
- * A desktop without an overlay (never started) gets one on its top object, recorded BEFORE any VM writes to
- * it, so no VM ever runs on an overlay the database does not know. A crash between create and record leaves
- * an empty, unreferenced overlay file: harmless.
+ * A desktop without an overlay (never started, or back from a device) gets one on its top object, recorded
+ * BEFORE any VM writes to it, so no VM ever runs on an overlay the database does not know. A crash between
+ * create and record leaves an empty, unreferenced overlay file: harmless. A chain past the policy length is
+ * compacted first (or the compaction a check-in started is waited for): this is the last moment it can be.
  */
 async function ensureOverlay(ctx: Ctx, d: DesktopView): Promise<DesktopView> {
   if (d.overlay_path !== null) return d;
+  if ((await ctx.compactor.tryCompact(d.id)) !== null) d = await reload(ctx, d.id);
   const overlay = await ctx.store.createOverlay(d.top_object_id, { label: `desktop-${d.id.slice(0, 8)}` });
   const rel = relativeOverlayPath(ctx.paths, overlay.path);
   await setOverlayPath(ctx.db, d.id, rel, ctx.nowIso());

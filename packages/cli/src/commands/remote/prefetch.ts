@@ -142,6 +142,7 @@ function explainPrefetch(err: unknown, name: string, server: string | undefined,
 function prefetchSummary(r: PrefetchResult): string {
   const rep = r.report;
   const alreadyLocal = rep.objects.filter((o) => o.action === 'present').reduce((n, o) => n + o.size, 0);
+  const derived = rep.objects.filter((o) => o.action === 'derived').reduce((n, o) => n + o.size, 0);
   const rate = rep.seconds > 0 ? rep.bytesTransferred / rep.seconds : 0;
   const n = rep.objects.length;
   const lines = [
@@ -149,13 +150,13 @@ function prefetchSummary(r: PrefetchResult): string {
     rep.bytesTransferred === 0
       ? `  transferred  0 B (${rep.seconds.toFixed(1)} s); on the wire ${formatBytes(rep.bytesOnWire)}`
       : `  transferred  ${formatBytes(rep.bytesTransferred)} in ${rep.seconds.toFixed(1)} s (${formatBytes(Math.round(rate))}/s); on the wire ${formatBytes(rep.bytesOnWire)}`,
-    `  saved        ${formatBytes(rep.bytesSaved)} (already local ${formatBytes(alreadyLocal)}, resumed or seeded ${formatBytes(rep.bytesSaved - alreadyLocal)})`,
+    `  saved        ${formatBytes(rep.bytesSaved)} (already local ${formatBytes(alreadyLocal)}${derived > 0 ? `, derived here ${formatBytes(derived)}` : ''}, resumed or seeded ${formatBytes(rep.bytesSaved - alreadyLocal - derived)})`,
     `  compression  ${rep.compression ? 'on' : 'off'}: ${rep.compressionReason}`,
   ];
   if (rep.piecesRetried > 0) lines.push(`  retried      ${rep.piecesRetried} pieces (refused or cut off, fetched again)`);
   lines.push(formatTable(['object', 'kind', 'size', 'result'], rep.objects.map((o) => [
     shortId(o.id), o.kind, formatBytes(o.size),
-    o.action === 'present' ? 'already local' : `downloaded: ${o.piecesSent} of ${o.piecesTotal} pieces sent, ${o.piecesResumed} resumed, ${o.piecesSeeded} seeded`,
+    o.action === 'present' ? 'already local' : o.action === 'derived' ? 'derived from objects already local' : `downloaded: ${o.piecesSent} of ${o.piecesTotal} pieces sent, ${o.piecesResumed} resumed, ${o.piecesSeeded} seeded`,
   ])));
   return lines.join('\n');
 }

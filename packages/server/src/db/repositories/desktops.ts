@@ -118,6 +118,8 @@ export interface LeaseExpectation {
   desktopStates?: readonly DesktopStateColumn[];
   /** Only when the desktop has no writable overlay on the server (it was sealed at check-out). */
   noOverlay?: boolean;
+  /** Only on this top object (a check-out records it as the replicated top; compaction may move it). */
+  top?: string;
 }
 
 /**
@@ -144,6 +146,7 @@ export async function moveLease(
   }
   if (expect.desktopStates !== undefined) q = q.where('state', 'in', expect.desktopStates);
   if (expect.noOverlay === true) q = q.where('overlay_path', 'is', null);
+  if (expect.top !== undefined) q = q.where('top_object_id', '=', expect.top);
   const r = await q.executeTakeFirst();
   return Number(r.numUpdatedRows) > 0;
 }
@@ -160,6 +163,23 @@ export async function recordSealedOverlay(db: Kysely<Database>, id: string, over
     .set({ top_object_id: layerId, overlay_path: null, replicated_top_object_id: layerId, updated_at: at })
     .where('id', '=', id)
     .where('overlay_path', '=', overlayPath)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) > 0;
+}
+
+/**
+ * Chain compaction (services/compaction.ts) moved the desktop's top to an equivalent shorter chain: only while
+ * the server holds the lease at the same generation, on the same top, with no overlay (nothing runs on it).
+ */
+export async function replaceTopAtRest(db: Kysely<Database>, id: string, expect: { top: string; generation: number }, top: string, at: string): Promise<boolean> {
+  const r = await db
+    .updateTable('desktops')
+    .set({ top_object_id: top, updated_at: at })
+    .where('id', '=', id)
+    .where('top_object_id', '=', expect.top)
+    .where('lease_generation', '=', expect.generation)
+    .where('lease_state', '=', 'server')
+    .where('overlay_path', 'is', null)
     .executeTakeFirst();
   return Number(r.numUpdatedRows) > 0;
 }
