@@ -53,6 +53,17 @@ export default tseslint.config(
     },
   })),
   {
+    // The device and the CLI take only types from @roamdesk/api: its schemas load TypeBox (hundreds of modules,
+    // about a second of every command's start-up). Values come from @roamdesk/api/core.
+    files: ['packages/{client,cli}/src/**/*.ts'],
+    ignores: ['**/*.test.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': ['error', {
+        paths: [{ name: '@roamdesk/api', allowTypeImports: true, message: 'Import values from @roamdesk/api/core (no TypeBox at start-up); only types from @roamdesk/api.' }],
+      }],
+    },
+  },
+  {
     // Library packages never log or exit: the CLI and the server decide what the user sees.
     files: ['packages/{qcow2,qmp,qemu,store,transfer,api}/src/**/*.ts'],
     ignores: ['**/*.test.ts'],

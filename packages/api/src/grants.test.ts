@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { parseGrant, signGrant, verifyGrant } from './grants.ts';
-import type { GrantBody } from './schemas/leases.ts';
+import fc from 'fast-check';
+import { Value } from 'typebox/value';
+import { isGrantBody, parseGrant, signGrant, verifyGrant } from './grants.ts';
+import { GrantBody } from './schemas/leases.ts';
 
 const body: GrantBody = {
   desktop: 'desk',
@@ -59,5 +61,26 @@ describe('offline grants', () => {
   it('parseGrant reads the body without verifying it (display only)', () => {
     const grant = signGrant(body, keys().privateKey);
     assert.deepEqual(parseGrant(grant), { ok: true, body });
+  });
+
+  it('isGrantBody (no schema library, for the device) answers exactly as the GrantBody schema', () => {
+    const near = fc.oneof(
+      fc.constantFrom('desk', 'a', 'x'.repeat(63), 'x'.repeat(64), '', 'A', '../x', 'a..b', body.desktopId.toUpperCase(), body.desktopId, 'not-a-uuid'),
+      fc.integer({ min: -2, max: 3 }), fc.constantFrom(0.5, Number.MAX_SAFE_INTEGER + 2, Number.NaN, 1e3),
+      fc.constantFrom(null, true, [], {}, '2025-01-01T00:00:00.000Z', '', 7),
+    );
+    // One or two fields changed at a time, so each rule is tried with every other field valid.
+    const keys = [...Object.keys(body), 'extra'];
+    const change = fc.tuple(fc.constantFrom(...keys), near);
+    const variant = fc.tuple(change, fc.option(change)).map(([[k, v], second]) => ({ ...body, [k]: v, ...(second === null ? {} : { [second[0]]: second[1] }) }));
+    fc.assert(fc.property(fc.oneof(variant, fc.anything()), (v) => {
+      assert.equal(isGrantBody(v), Value.Check(GrantBody, v), JSON.stringify(v));
+    }), { numRuns: 3000 });
+    // Missing fields, one at a time.
+    for (const k of Object.keys(body)) {
+      const partial: Record<string, unknown> = { ...body };
+      delete partial[k];
+      assert.equal(isGrantBody(partial), false, k);
+    }
   });
 });

@@ -1,6 +1,8 @@
 // @roamdesk/api: the contract between the server, the CLI and the web UI. Schemas (TypeBox, so JSON Schema
 // for fastify and OpenAPI), their static types, name/id validators and the error catalog. No runtime I/O.
+// Code that must not load TypeBox (the device, the CLI) imports values from '@roamdesk/api/core' instead.
 
+export * from './core.ts';
 export * from './names.ts';
 export * from './errors.ts';
 export * from './schemas/auth.ts';
@@ -11,7 +13,3 @@ export * from './schemas/events.ts';
 export * from './schemas/console.ts';
 export * from './schemas/transfer.ts';
 export * from './schemas/leases.ts';
-export * from './grants.ts';
-
-/** Every route lives under this prefix. */
-export const API_PREFIX = '/api/v1';

@@ -1,28 +1,7 @@
 // ApiClient: one typed method per route of the server's HTTP API (`/api/v1`, see packages/server/README.md).
 // Request and response types come from @roamdesk/api, so a contract change breaks the build here, not at run time.
 
-import type {
-  ChainResponse,
-  CreateDesktopRequest,
-  CreateUserRequest,
-  Desktop,
-  DesktopListResponse,
-  DesktopResponse,
-  Event,
-  EventListResponse,
-  EventsQuery,
-  Image,
-  ImageFormat,
-  ImageListResponse,
-  ImageResponse,
-  ImageVersionResponse,
-  ImportImageRequest,
-  LoginResponse,
-  PublishImageVersionRequest,
-  User,
-  UserListResponse,
-  UserResponse,
-} from '@roamdesk/api';
+import type { ChainResponse, CreateDesktopRequest, CreateUserRequest, Desktop, DesktopListResponse, DesktopResponse, Event, EventListResponse, EventsQuery, Image, ImageFormat, ImageListResponse, ImageResponse, ImageVersionResponse, ImportImageRequest, LoginResponse, PublishImageVersionRequest, User, UserListResponse, UserResponse } from '@roamdesk/api';
 
 import { type FetchFn, Transport, unreachable } from './http.ts';
 import { assertTargetFree, type DownloadResult, openUpload, type ProgressFn, writeStreamToFile } from './transfer.ts';

@@ -2,7 +2,7 @@
 // Network failures become CLIENT_ERR_UNREACHABLE naming the URL; server refusals become ApiError with the
 // server's code, message and data; anything else the server says becomes CLIENT_ERR_BAD_RESPONSE.
 
-import { API_PREFIX } from '@roamdesk/api';
+import { API_PREFIX } from '@roamdesk/api/core';
 
 import { ApiError, ClientError } from './errors.ts';
 

@@ -11,7 +11,8 @@
 import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { isObjectId, isValidName, type StoredObject } from '@roamdesk/api';
+import { isObjectId, isValidName } from '@roamdesk/api/core';
+import type { StoredObject } from '@roamdesk/api';
 import type { Store } from '@roamdesk/store';
 
 import { ClientError } from './errors.ts';

@@ -3,7 +3,8 @@
 // tells how much of the server's chain is already local. The transfer engine (native hashing and zstd) is
 // loaded on first use, so commands that never move objects do not pay for it at start-up.
 
-import { API_PREFIX, type ChainResponse, type StoredObject } from '@roamdesk/api';
+import { API_PREFIX } from '@roamdesk/api/core';
+import type { ChainResponse, StoredObject } from '@roamdesk/api';
 import type { Store } from '@roamdesk/store';
 import type { CompressionMode, TransferProgress, TransferProgressCallback, TransferReport } from '@roamdesk/transfer';
 

@@ -1,5 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { Name, ServerPath, Timestamp, Uuid } from '../names.ts';
+import { CPUS_MAX, CPUS_MIN, MEMORY_MIB_MAX, MEMORY_MIB_MIN, SERIAL_LOG_TAIL_MAX } from '../limits.ts';
 import { Lease } from './leases.ts';
 
 export const DesktopState = Type.Union([
@@ -14,10 +15,6 @@ export type DesktopState = Static<typeof DesktopState>;
 /** Who holds the lease: the server, or a device (`lease` says which, since when and at which generation). */
 export const DesktopLocation = Type.String({ description: '"server", or "device" while a device holds the lease' });
 
-export const MEMORY_MIB_MIN = 64;
-export const MEMORY_MIB_MAX = 65536;
-export const CPUS_MIN = 1;
-export const CPUS_MAX = 64;
 
 export const MemoryMiB = Type.Integer({ minimum: MEMORY_MIB_MIN, maximum: MEMORY_MIB_MAX });
 export const Cpus = Type.Integer({ minimum: CPUS_MIN, maximum: CPUS_MAX });
@@ -67,8 +64,6 @@ export type DesktopResponse = Static<typeof DesktopResponse>;
 export const DesktopListResponse = Type.Object({ desktops: Type.Array(Desktop) });
 export type DesktopListResponse = Static<typeof DesktopListResponse>;
 
-export const SERIAL_LOG_TAIL_DEFAULT = 64 * 1024;
-export const SERIAL_LOG_TAIL_MAX = 16 * 1024 * 1024;
 
 export const SerialLogQuery = Type.Object(
   { tail: Type.Optional(Type.Integer({ minimum: 1, maximum: SERIAL_LOG_TAIL_MAX, description: 'last N bytes' })) },

@@ -1,4 +1,5 @@
 import { Type, type Static } from 'typebox';
+import { EVENTS_LIMIT_MAX } from '../limits.ts';
 import { Name, Timestamp, Uuid } from '../names.ts';
 
 /** What was done. Dotted `resource.verb`, stable: clients filter on these. */
@@ -51,8 +52,6 @@ export const Event = Type.Object({
 });
 export type Event = Static<typeof Event>;
 
-export const EVENTS_LIMIT_DEFAULT = 100;
-export const EVENTS_LIMIT_MAX = 1000;
 
 export const EventsQuery = Type.Object(
   {

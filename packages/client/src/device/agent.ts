@@ -20,7 +20,7 @@ import { basename, join } from 'node:path';
 import type { Device, LeaseResponse, OperationProgress, StoredObject } from '@roamdesk/api';
 import { QemuImg } from '@roamdesk/qemu';
 import { readHeader, Store, type ObjectInfo } from '@roamdesk/store';
-import { downloadObjects, uploadObjects, type TransferProgress, type TransferReport } from '@roamdesk/transfer';
+import type { TransferProgress, TransferReport } from '@roamdesk/transfer';
 
 import { ApiError, ClientError } from '../errors.ts';
 import { type LocalStoreLock, lockLocalStore } from '../local-store.ts';
@@ -408,6 +408,8 @@ export class DeviceAgent {
       const reporter = this.#operationReporter(api, co.operation);
       let report: TransferReport;
       try {
+        // Loaded on first use, like prefetch's: commands that move nothing do not pay for it at start-up.
+        const { downloadObjects } = await import('@roamdesk/transfer');
         report = await downloadObjects({
           store, remote: { apiBase: api.apiBase, token: id.credential }, objects: co.chain,
           ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
@@ -958,6 +960,7 @@ export class DeviceAgent {
     const api = this.#api(id);
     const reporter = this.#operationReporter(api, operation);
     try {
+      const { uploadObjects } = await import('@roamdesk/transfer');
       return await uploadObjects({
         store: await this.store(), remote: { apiBase: api.apiBase, token: id.credential }, objects: pending,
         ...(signal !== undefined ? { signal } : {}),

@@ -2,20 +2,7 @@
 // authenticate with the device credential (`rdd_…`); registration, device lists, revocation and rollback with the
 // user's session token. Kept apart from ApiClient so the device agent can hold both credentials at once.
 
-import type {
-  CheckoutResponse,
-  ChainResponse,
-  Desktop,
-  DesktopResponse,
-  Device,
-  HeartbeatRequest,
-  HeartbeatResponse,
-  LayersRequest,
-  LeaseResponse,
-  Operation,
-  OperationProgress,
-  RegisterDeviceResponse,
-} from '@roamdesk/api';
+import type { CheckoutResponse, ChainResponse, Desktop, DesktopResponse, Device, HeartbeatRequest, HeartbeatResponse, LayersRequest, LeaseResponse, Operation, OperationProgress, RegisterDeviceResponse } from '@roamdesk/api';
 
 import { type FetchFn, Transport } from '../http.ts';
 

@@ -3,7 +3,8 @@
 // The device checks the signature and the fields before it trusts a grant; a grant for another desktop,
 // device or generation is as good as none.
 
-import { type GrantBody, verifyGrant as verifySignedGrant } from '@roamdesk/api';
+import { verifyGrant as verifySignedGrant } from '@roamdesk/api/core';
+import type { GrantBody } from '@roamdesk/api';
 
 import { offlineElapsed, type ClockReading } from './clock.ts';
 import { DeviceError } from './errors.ts';

@@ -4,7 +4,7 @@
 import { chmod, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { isUuid } from '@roamdesk/api';
+import { isUuid } from '@roamdesk/api/core';
 
 import { writeFileAtomic } from '../fsutil.ts';
 import { DeviceError } from './errors.ts';

@@ -11,7 +11,7 @@
 import { access, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { isUuid } from '@roamdesk/api';
+import { isUuid } from '@roamdesk/api/core';
 import { detectAccel, isQemuFor, isRunning, readPidFile, readTail, runPaths, startVm, type DisplayKind, type VmConfig, type VmPaths } from '@roamdesk/qemu';
 import { QmpClient } from '@roamdesk/qmp';
 import type { Store } from '@roamdesk/store';

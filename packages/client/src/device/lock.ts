@@ -5,7 +5,7 @@
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { isValidName } from '@roamdesk/api';
+import { isValidName } from '@roamdesk/api/core';
 
 import { DeviceError } from './errors.ts';
 

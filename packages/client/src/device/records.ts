@@ -8,7 +8,8 @@
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { isObjectId, isUuid, isValidName, type StoredObject } from '@roamdesk/api';
+import { isObjectId, isUuid, isValidName } from '@roamdesk/api/core';
+import type { StoredObject } from '@roamdesk/api';
 
 import { writeFileAtomic } from '../fsutil.ts';
 import type { ClockReading } from './clock.ts';

@@ -9,7 +9,7 @@ import { CliError } from '../../errors.ts';
 import type { CommandContext } from '../../main.ts';
 import type { Output } from '../../output.ts';
 import { explain } from '../remote/session.ts';
-import { type TransferBars, transferBars } from '../remote/transfer-progress.ts';
+import type { TransferBars } from '../remote/transfer-progress.ts';
 
 export async function openAgent(): Promise<DeviceAgent> {
   const state = new StateStore();
@@ -57,11 +57,12 @@ export function explainLease(err: unknown): unknown {
   return explain(err);
 }
 
-/** Step lines and transfer bars on stderr (stdout stays for the result). */
-export function progressPrinter(out: Output): {
+/** Step lines and transfer bars on stderr (stdout stays for the result). The bars are loaded only by commands that move data. */
+export async function progressPrinter(out: Output): Promise<{
   onProgress: (p: AgentProgress) => void;
   stop: () => void;
-} {
+}> {
+  const { transferBars } = await import('../remote/transfer-progress.ts');
   let bars: TransferBars | null = null;
   let lastStep = '';
   const words: Record<string, string> = {

@@ -44,7 +44,7 @@ export function registerLease(program: Command, ctx: CommandContext): void {
           out.result(r, () => `Cancelled the check-out of ${name}; the server holds the lease (generation ${r.generation}).`);
           return;
         }
-        const p = progressPrinter(out);
+        const p = await progressPrinter(out);
         const intr = interruptible();
         try {
           const r = await agent.checkout(name, { onProgress: p.onProgress, signal: intr.signal });
@@ -71,7 +71,7 @@ export function registerLease(program: Command, ctx: CommandContext): void {
     .action((name: string, opts: { every?: string }, cmd: Command) =>
       runDevice(ctx, cmd, async (agent, out) => {
         const every = parseIntOption(opts.every, '--every', 1, 7 * 24 * 60);
-        const p = progressPrinter(out);
+        const p = await progressPrinter(out);
         const intr = interruptible();
         try {
           for (;;) {
@@ -112,7 +112,7 @@ export function registerLease(program: Command, ctx: CommandContext): void {
     .option('--stop', 'shut the local VM down first if it runs (graceful power-down)')
     .action((name: string, opts: { stop?: boolean }, cmd: Command) =>
       runDevice(ctx, cmd, async (agent, out) => {
-        const p = progressPrinter(out);
+        const p = await progressPrinter(out);
         const intr = interruptible();
         try {
           const r = await agent.checkin(name, { stop: opts.stop === true, onProgress: p.onProgress, signal: intr.signal });

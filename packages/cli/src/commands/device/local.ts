@@ -6,7 +6,6 @@ import { chooseDisplay, localSerialLog, type DeviceAgent } from '@roamdesk/clien
 
 import type { Output } from '../../output.ts';
 import { openAgent } from './common.ts';
-import { serveLocalConsole } from './console.ts';
 
 /** The agent, when `name` has a local check-out record here; null otherwise (the command goes to the server). */
 async function checkedOutHere(name: string): Promise<DeviceAgent | null> {
@@ -54,6 +53,8 @@ export async function localConsole(name: string, out: Output): Promise<boolean> 
   const agent = await checkedOutHere(name);
   if (agent === null) return false;
   const vm = await agent.vm(name);
+  // The console's WebSocket server and page are loaded only by this command.
+  const { serveLocalConsole } = await import('./console.ts');
   await serveLocalConsole(name, vm, out);
   return true;
 }

@@ -5,9 +5,8 @@ import { isAbsolute, resolve } from 'node:path';
 
 import type { Command } from 'commander';
 
-import {
-  CPUS_MAX, CPUS_MIN, EVENTS_LIMIT_MAX, type Image, type ImageFormat, type ImageVersionResponse, MEMORY_MIB_MAX, MEMORY_MIB_MIN,
-} from '@roamdesk/api';
+import { CPUS_MAX, CPUS_MIN, EVENTS_LIMIT_MAX, MEMORY_MIB_MAX, MEMORY_MIB_MIN } from '@roamdesk/api/core';
+import type { Image, ImageFormat, ImageVersionResponse } from '@roamdesk/api';
 
 import { CliUsageError } from '../../errors.ts';
 import { formatBytes, shortId } from '../../format.ts';

@@ -4,7 +4,8 @@ import { resolve } from 'node:path';
 
 import type { Command } from 'commander';
 
-import { SERIAL_LOG_TAIL_MAX, type Desktop } from '@roamdesk/api';
+import { SERIAL_LOG_TAIL_MAX } from '@roamdesk/api/core';
+import type { Desktop } from '@roamdesk/api';
 import { ApiError } from '@roamdesk/client';
 
 import { CliError } from '../../errors.ts';
