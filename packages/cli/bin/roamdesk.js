@@ -1,7 +1,6 @@
 #!/usr/bin/env node
-// The roamdesk CLI runs from its TypeScript sources: tsx compiles them on load (cached),
-// so there is no build step between a clone and a working command.
-import { register } from 'tsx/esm/api';
+// The roamdesk CLI runs from its TypeScript sources, with no build step between a clone and a working command
+// (launch.js: a bundle cached per source state, or tsx).
+import { launch } from './launch.js';
 
-register();
-await import('../src/main.ts');
+await launch();
