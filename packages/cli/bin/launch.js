@@ -5,13 +5,14 @@
 // bundle directly. Third-party packages stay external (loaded from node_modules as usual). If anything about
 // the bundle fails, the CLI runs from the sources through tsx exactly as before; ROAMDESK_NO_BUNDLE=1 forces that.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const entry = join(root, 'packages', 'cli', 'src', 'main.ts');
 const cacheDir = join(root, '.cache', 'cli');
+const KEEP_BUNDLES = 8;
 
 /** Every file the bundle is made of: the workspace packages' sources and manifests, by path, size and mtime. */
 function sourceKey() {
@@ -85,9 +86,17 @@ async function bundle(dir) {
     // Another roamdesk process published the same bundle first.
     rmSync(temp, { recursive: true, force: true });
   }
-  for (const old of readdirSync(cacheDir)) {
-    if (join(cacheDir, old) !== dir && !old.includes('.tmp-')) rmSync(join(cacheDir, old), { recursive: true, force: true });
-  }
+  pruneOldBundles();
+}
+
+/**
+ * Keep the most recently used bundles only. Not just the newest: a long-running `roamdesk server` started from an
+ * older bundle still loads chunks of it on demand.
+ */
+function pruneOldBundles() {
+  const bundles = readdirSync(cacheDir).filter((n) => !n.includes('.tmp-')).map((n) => ({ path: join(cacheDir, n), used: statSync(join(cacheDir, n)).mtimeMs }));
+  bundles.sort((a, b) => b.used - a.used);
+  for (const b of bundles.slice(KEEP_BUNDLES)) rmSync(b.path, { recursive: true, force: true });
 }
 
 async function bundled() {
@@ -98,6 +107,10 @@ async function bundled() {
     if (!existsSync(main)) {
       mkdirSync(dirname(dir), { recursive: true });
       await bundle(dir);
+    } else {
+      // Marks it used (pruneOldBundles keeps the most recently used).
+      const now = new Date();
+      utimesSync(dir, now, now);
     }
     return pathToFileURL(main).href;
   } catch {
