@@ -24,30 +24,32 @@ interface Ctx {
   readonly img: QemuImg;
 }
 
-/** qemu-img takes QEMU's image locks; a running VM holds the overlay's write lock (notes/guest.md §7). */
-async function refuseIfInUse(ctx: Ctx, path: string): Promise<void> {
+/** `qemu-img check`, with a lock conflict (a VM has the overlay open) reported as OverlayInUseError. */
+async function firstCheck(ctx: Ctx, path: string): Promise<Awaited<ReturnType<QemuImg['check']>>> {
   try {
-    await ctx.img.info(path, { format: 'qcow2' });
+    return await ctx.img.check(path, { noBacking: true });
   } catch (e) {
     if (e instanceof QemuImgLockedError) {
       throw new OverlayInUseError(`overlay ${path} is in use (a VM has it open); stop the VM or use sealLive`, { path }, { cause: e });
     }
-    throw new SealFailedError(`cannot open overlay ${path}: ${(e as Error).message}`, { step: 'precondition', path }, { cause: e });
+    throw new SealFailedError(`cannot check overlay ${path}: ${(e as Error).message}`, { step: 'precondition', path }, { cause: e });
   }
 }
 
 export async function seal(ctx: Ctx, overlay: Overlay): Promise<ObjectInfo> {
   const path = ctx.layout.overlayPath(overlay);
   if (!(await ctx.layout.exists(ctx.layout.objectPath(overlay.parent)))) throw new ParentMissingError(overlay.parent, path);
-  await refuseIfInUse(ctx, path);
+
+  // Consistency first: `qemu-img check` takes QEMU's image lock, which a running VM holds (notes/guest.md §7),
+  // so it is also the in-use test.
+  let check = await firstCheck(ctx, path);
 
   // Cheap sanity check of our own overlay: v3, backing exactly "<parent>.qcow2" with format qcow2, clean bits.
   const header = await readHeader(path);
   checkUntrustedLayer(header, objectFileName(overlay.parent));
 
-  // Consistency: leaked clusters (exit 3) happen after a QEMU crash; they are harmless and repaired here,
-  // before the bytes are frozen, so the layer passes `qemu-img check` everywhere it goes (reliability.md §3c).
-  let check = await ctx.img.check(path, { noBacking: true });
+  // Leaked clusters (exit 3) happen after a QEMU crash; they are harmless and repaired here, before the bytes are
+  // frozen, so the layer passes `qemu-img check` everywhere it goes (reliability.md §3c).
   if (check.status === 'leaks') {
     await ctx.img.check(path, { noBacking: true, repair: 'leaks' });
     check = await ctx.img.check(path, { noBacking: true });

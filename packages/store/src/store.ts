@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { QemuImg, type DiskNode } from '@roamdesk/qemu';
 
 import { adopt, type AdoptExpectation, type AdoptOptions } from './adopt.ts';
+import { hasOwnClusters } from './allocation.ts';
 import { discard, fsyncDir } from './durable.ts';
 import { ChainBrokenError, ObjectInUseError, ObjectNotFoundError, ParentMissingError } from './errors.ts';
 import { exportChain, type ExportOptions } from './export.ts';
@@ -187,6 +188,11 @@ export class Store {
     if (!(await this.#layout.exists(path))) return;
     await unlink(path);
     await fsyncDir(this.#layout.objectsDir);
+  }
+
+  /** True when the overlay holds writes of its own (read from its qcow2 tables; allocation.ts). */
+  async overlayHasData(overlay: Overlay): Promise<boolean> {
+    return hasOwnClusters(this.#layout.overlayPath(overlay));
   }
 
   /** Offline: the VM is stopped. The overlay becomes a layer; its path is gone afterwards. */

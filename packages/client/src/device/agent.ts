@@ -863,7 +863,7 @@ export class DeviceAgent {
       }
       return;
     }
-    if (!(await this.#hasData(ov.path))) {
+    if (!(await store.overlayHasData(ov))) {
       // Nothing written since the last seal: no layer to make.
       if (!keepOverlay) {
         await store.discardOverlay(ov);
@@ -888,12 +888,6 @@ export class DeviceAgent {
     rec.chain.push(describe(r.layer));
     rec.overlay = r.overlay;
     await this.records.save(rec);
-  }
-
-  /** True when the overlay holds any cluster of its own. */
-  async #hasData(path: string): Promise<boolean> {
-    const map = await this.#img.map(path, { forceShare: true });
-    return map.some((e) => e.depth === 0 && (e.data || e.zero) && e.present);
   }
 
   /**
