@@ -5,6 +5,8 @@
  * log as anything an administrator does. Idempotent: what exists is left as it is.
  */
 import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
 import type { ServerHandle } from '@roamdesk/server';
 
@@ -15,7 +17,8 @@ export const DEMO_NAME = 'demo';
 
 export interface DemoReady {
   image: { name: string; created: boolean };
-  user: { name: string; created: boolean; password?: string };
+  /** `password`: set at the first start (or from ROAMDESK_DEMO_PASSWORD), and read back from `passwordFile` later. */
+  user: { name: string; created: boolean; password?: string; passwordFile?: string };
   desktop: { name: string; created: boolean };
 }
 
@@ -62,12 +65,17 @@ export async function provisionDemo(handle: ServerHandle, env: Readonly<Record<s
       // idle: the guest draws its login-like screen on the VGA console and waits for the power button.
       append: guestAppend(guest, 'idle'),
     });
+    // A generated password is kept (owner-only, next to the database and the grant key) so that every later start
+    // can show it again: a demo whose password scrolled away at the first start is a dead end for a new user.
+    const passwordFile = join(handle.config.dataDir, 'demo-password');
+    const fromEnv = env['ROAMDESK_DEMO_PASSWORD'] !== undefined && env['ROAMDESK_DEMO_PASSWORD'] !== '';
+    if (userCreated && !fromEnv) await writeFile(passwordFile, `${password}\n`, { mode: 0o600 });
+    const known = userCreated || fromEnv ? password : (await readFile(passwordFile, 'utf8').catch(() => '')).trim();
     return {
       image: { name: DEMO_NAME, created: imageCreated },
-      // The password is only known when we set it now, or when the environment gives it.
-      user: userCreated || env['ROAMDESK_DEMO_PASSWORD'] !== undefined
-        ? { name: DEMO_NAME, created: userCreated, password }
-        : { name: DEMO_NAME, created: false },
+      user: known !== ''
+        ? { name: DEMO_NAME, created: userCreated, password: known, ...(fromEnv ? {} : { passwordFile }) }
+        : { name: DEMO_NAME, created: userCreated },
       desktop: { name: DEMO_NAME, created: desktopCreated },
     };
   } finally {
@@ -88,9 +96,11 @@ function demoFailed(what: string, r: Reply): CliError {
 
 /** How to use the demo, printed once the server is ready. */
 export function demoInstructions(url: string, ready: DemoReady): string {
-  const pw = ready.user.password !== undefined
-    ? `password ${ready.user.password}`
-    : 'password as printed at its first start (or set ROAMDESK_DEMO_PASSWORD before the first start)';
+  const pw = ready.user.password === undefined
+    ? 'password as printed at its first start (or set ROAMDESK_DEMO_PASSWORD before the first start)'
+    : ready.user.created || ready.user.passwordFile === undefined
+      ? `password ${ready.user.password}`
+      : `password ${ready.user.password}, as set at its first start and kept in ${ready.user.passwordFile}`;
   return [
     '',
     `Demo ready: desktop "${ready.desktop.name}" (the tiny guest, idle screen), owned by user "${ready.user.name}".`,
