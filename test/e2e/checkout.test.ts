@@ -450,8 +450,9 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     const ci = await g.checkin('compact');
     assert.ok(identical(serverObject(ci.top), expected));
 
-    // Back at the server, its side is compacted too once the chain passes the policy; the device that holds
-    // the old chain derives the compacted layer from its own copies instead of downloading it.
+    // Back at the server, its side is compacted too once the chain passes the policy (at the next start of the
+    // server VM); the device that holds the old chain derives the compacted layer from its own copies instead of
+    // downloading it.
     await g.checkout('compact');
     const again = await g.records.require('compact');
     // Two layers this time (one sealed now, one at check-in): within the device's policy, past the server's.
@@ -463,16 +464,20 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     const ci2 = await g.checkin('compact');
     const longChain = (await (await g.store()).chain(ci2.top)).map((o) => o.id);
     assert.ok(longChain.length - 1 > LEASE_POLICY.maxChainLength, `the checked-in chain has ${longChain.length - 1} layers`);
-    const compacted = await until('the server to compact the chain after the check-in', async () => {
-      const objects = (await api(h, 'GET', '/desktops/compact/objects', token)).json<{ objects: Array<{ id: string; parent: string | null; derivedFrom?: string }> }>().objects;
-      return objects.length === 2 ? objects : undefined;
-    }, 60_000);
+    // This guest's disk was written with qemu-io, not by the guest: it fails to mount it and powers off cleanly.
+    await serverCycle('compact');
+    const compacted = (await api(h, 'GET', '/desktops/compact/objects', token)).json<{ objects: Array<{ id: string; parent: string | null; derivedFrom?: string }> }>().objects;
+    assert.equal(compacted.length, 2, 'the image and the compacted layer (the VM wrote into its new overlay)');
     assert.equal(compacted[1]?.parent, longChain[0]);
     assert.equal(compacted[1]?.derivedFrom, ci2.top);
     assert.ok(identical(serverObject(compacted[1].id), expected2), 'the compacted chain shows the guest what the device checked in');
     const co3 = await g.checkout('compact');
-    assert.deepEqual(co3.download?.objects.map((o) => o.action), ['present', 'derived']);
-    assert.equal(co3.download?.bytesOnWire, 0, 'nothing was downloaded');
+    const got = co3.download?.objects ?? [];
+    assert.deepEqual(got.slice(0, 2).map((o) => o.action), ['present', 'derived'], 'the compacted layer was derived here');
+    // Only what the server VM wrote since (sealed at this check-out) travels.
+    const sealedNow = got.slice(2);
+    assert.ok(sealedNow.every((o) => o.action === 'transferred'));
+    assert.equal(co3.download?.bytesTransferred, sealedNow.reduce((n, o) => n + o.size, 0));
     assert.ok(identical((await g.store()).objectPath(compacted[1].id), expected2));
     await g.checkin('compact');
   });

@@ -100,9 +100,13 @@ export class FakeStore implements ObjectStore {
     return { id, parent: overlay.parent, size: 100, virtualSize: 200 };
   }
 
+  /** Set by tests whose objects are real (chain compaction removes the old chain), e.g. the real Store's remove. */
+  removeWith: ((id: string) => Promise<void>) | undefined;
+
   async remove(id: string): Promise<void> {
     this.calls.push(`remove ${id}`);
     this.objects.delete(id);
+    if (this.removeWith !== undefined) await this.removeWith(id);
   }
 
   async has(id: string): Promise<boolean> {

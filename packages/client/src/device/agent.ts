@@ -766,8 +766,7 @@ export class DeviceAgent {
         if (!isApi(err, 'LEASE_STALE') && !isApi(err, 'DEVICE_REVOKED')) throw err;
         // An earlier run may have committed this very check-in before it was interrupted: then the server's
         // chain ends at our top and nothing is lost. Otherwise the lease moved away: quarantine.
-        const serverTop = await this.#serverTop(id, name).catch(() => null);
-        if (serverTop !== top) {
+        if (!(await this.#serverIsAt(id, name, top).catch(() => false))) {
           await this.#markLost(rec, `the server refused the check-in: ${err.message}`);
           await this.#quarantineIfStopped(rec);
           throw err;
@@ -785,11 +784,14 @@ export class DeviceAgent {
     }
   }
 
-  async #serverTop(id: DeviceIdentity, name: string): Promise<string | null> {
+  /** Does the server hold the lease on `top`, or on a compaction of it (StoredObject.derivedFrom)? */
+  async #serverIsAt(id: DeviceIdentity, name: string, top: string): Promise<boolean> {
     const lease = (await this.#api(id, QUICK_TIMEOUT_MS).lease(name)).lease;
-    if (lease.state !== 'server') return null;
+    if (lease.state !== 'server') return false;
     const chain = await this.#api(id, QUICK_TIMEOUT_MS).chain(name).catch(() => null);
-    return chain?.objects.at(-1)?.id ?? lease.replicatedTopObjectId;
+    const last = chain?.objects.at(-1);
+    if (last === undefined) return lease.replicatedTopObjectId === top;
+    return last.id === top || last.derivedFrom === top;
   }
 
   /**

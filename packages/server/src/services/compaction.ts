@@ -5,19 +5,24 @@
 // with qemu-img compare), and the desktop's top moves to it with a compare-and-set that also requires the
 // lease, its generation, the old top and "no overlay" to be unchanged. So:
 //  - the image and its versions stay shared (only the desktop's own layers are rewritten);
-//  - every object of the old chain stays in the store: nothing a device holds or uploads becomes invalid;
 //  - a device holding the old chain does not download the new layer: its sidecar records `derivedFrom` (the
 //    old top), and the device computes the same bytes from its own copies (transfer/download.ts derive),
-//    accepted only if they hash to the layer's id;
+//    accepted only if they hash to the layer's id; it needs none of the server's old objects for that;
+//  - then the old chain's objects that nothing refers to any more are removed, top first: not in the chain of
+//    any desktop's top or replicated top, nor of any image version, nor the backing of another file (the store
+//    refuses those). Without this every compaction would leave its whole old chain on the server's disk. A
+//    device still downloading one of them (a prefetch that started before) gets 404 and its next run fetches
+//    the new chain;
 //  - a failure or a crash half-way changes nothing (the store removes its temp file; the row is unchanged).
 //
-// It runs in the background after a check-in or rollback returns the lease, and a start of the desktop
-// waits for it (or runs it, e.g. after a restart) before it creates the overlay. A check-out waits for a
-// running one; it does not start one (the device would download what it might already hold).
+// It runs when the server VM next starts, before the start creates its overlay (the one moment the chain is at
+// rest and about to grow), not right after a check-in: a device whose check-in answer was lost retries and must
+// still find its top (see also derivedFrom in services/leases.ts #retriedCheckin). The start waits for it; a
+// failure leaves the chain as it was and the start goes on.
 
 import type { AppContext } from '../context.ts';
-import { findDesktopById, replaceTopAtRest } from '../db/repositories/desktops.ts';
-import { versionTopObjects } from '../db/repositories/images.ts';
+import { findDesktopById, listDesktops, replaceTopAtRest } from '../db/repositories/desktops.ts';
+import { listImages, versionTopObjects } from '../db/repositories/images.ts';
 
 export interface CompactionResult {
   desktopId: string;
@@ -26,6 +31,8 @@ export interface CompactionResult {
   to: string;
   /** Layers above the image version before (after: one, or none). */
   layers: number;
+  /** Objects of the old chain removed because nothing refers to them any more. */
+  removed: string[];
 }
 
 type Ctx = Pick<AppContext, 'db' | 'store' | 'transfer' | 'config' | 'audit' | 'nowIso' | 'logger'>;
@@ -48,8 +55,8 @@ export class ChainCompactor {
   }
 
   /**
-   * compact(), for callers that go on either way (a check-in's background work, a start): a failure is logged
-   * (and recorded in the event log) and answers null; the chain just stays longer until the next try.
+   * compact(), for a caller that goes on either way (the start): a failure is logged (and recorded in the event
+   * log) and answers null; the chain just stays longer until the next start.
    */
   async tryCompact(desktopId: string): Promise<CompactionResult | null> {
     try {
@@ -58,11 +65,6 @@ export class ChainCompactor {
       this.ctx.logger.error({ err, desktopId }, 'chain compaction failed; the chain stays as it was');
       return null;
     }
-  }
-
-  /** Waits for a running compaction of the desktop, if any (its outcome does not matter here). */
-  async settled(desktopId: string): Promise<void> {
-    await this.#running.get(desktopId)?.catch(() => undefined);
   }
 
   /** Waits for every running compaction (server shutdown). */
@@ -90,7 +92,46 @@ export class ChainCompactor {
       const to = layer?.id ?? baseId;
       const moved = await replaceTopAtRest(this.ctx.db, desktopId, { top: from, generation }, to, this.ctx.nowIso());
       // Moved meanwhile (a check-out or start won the row): the new layer stays in the store, unused.
-      return moved ? { desktopId, from, to, layers } : null;
-    }, (r) => ({ detail: { from, layers, to: r?.to ?? null } }));
+      if (!moved) return null;
+      // The compaction stands whatever happens to the clean-up: a failure there only leaves objects behind.
+      const removed = await this.#removeUnreferenced(chain.slice(base + 1).reverse()).catch((err: unknown) => {
+        this.ctx.logger.error({ err, desktopId }, 'could not remove the old chain after compaction; its objects stay');
+        return [];
+      });
+      return { desktopId, from, to, layers, removed };
+    }, (r) => ({ detail: { from, layers, to: r?.to ?? null, removed: r?.removed.length ?? 0 } }));
+  }
+
+  /**
+   * Removes those of `candidates` (top first) that no desktop's chain (top or replicated top) and no image
+   * version's chain contains; the ids removed. (Candidates lie above an image version, so no version chain can
+   * hold one today; the check is there so that deleting stays safe if that ever changes.)
+   */
+  async #removeUnreferenced(candidates: readonly string[]): Promise<string[]> {
+    const tops = new Set<string>();
+    for (const d of await listDesktops(this.ctx.db)) {
+      tops.add(d.top_object_id);
+      if (d.replicated_top_object_id !== null) tops.add(d.replicated_top_object_id);
+    }
+    for (const image of await listImages(this.ctx.db)) {
+      for (const v of await versionTopObjects(this.ctx.db, image.id)) tops.add(v);
+    }
+    const referenced = new Set<string>();
+    for (const top of tops) {
+      // A chain that cannot be read throws: nothing is deleted on a guess.
+      for (const o of await this.ctx.transfer.chain(top)) referenced.add(o.id);
+    }
+    const removed: string[] = [];
+    for (const id of candidates) {
+      if (referenced.has(id)) continue;
+      try {
+        await this.ctx.store.remove(id);
+        removed.push(id);
+      } catch (err) {
+        // Another file is built on it (an upload that was never committed, a lost race's layer): it stays.
+        this.ctx.logger.info({ err, id }, 'an old chain object stays in the store');
+      }
+    }
+    return removed;
   }
 }

@@ -22,8 +22,8 @@
 //    needs stays valid; the device is the lease holder and owns the content above the shared prefix.
 // Anything else is 422 CHAIN_MISMATCH; a top the owner cannot read (another user's layer) is 404.
 //
-// Back at the server (check-in, rollback), a chain past the policy length is compacted in the background
-// (services/compaction.ts); a check-out waits for a running compaction before it claims the lease.
+// Back at the server, a chain past the policy length is compacted when the server VM next starts
+// (services/compaction.ts); the claim of a check-out is conditional on the top it read.
 
 import { ApiError, type GrantBody, type HeartbeatRequest, type HeartbeatResponse, type Lease, type LeaseResponse, type CheckoutResponse, type Operation } from '@roamdesk/api';
 import type { Caller } from '../auth/authenticate.ts';
@@ -139,11 +139,6 @@ export class LeaseService {
   async checkout(caller: Caller, name: string): Promise<CheckoutResponse> {
     const deviceId = deviceOf(caller);
     let d = await visibleDesktop(this.ctx.db, caller, name);
-    if (d.lease_state === 'server') {
-      // A compaction a check-in started may still move the top: take the chain as it ends up.
-      await this.ctx.compactor.settled(d.id);
-      d = await this.#reload(d.id);
-    }
     const generation = Number(d.lease_generation);
     const resume = d.lease_state !== 'server' && d.lease_device_id === deviceId;
     return this.#audited(caller, 'lease.checkout', d, resume ? { resume: true, generation } : { from: generation, to: generation + 1 }, async () => {
@@ -367,7 +362,6 @@ export class LeaseService {
         await finishOperation(this.ctx.db, op.id, 'failed', this.ctx.nowIso(), { error: describeError(err) });
         throw err;
       }
-      if (kind === 'checkin') void this.ctx.compactor.tryCompact(d.id);
       const after = await this.#reload(d.id);
       return kind === 'checkin' ? this.leaseResponse(after) : this.leaseResponse(after, await this.grantFor(after, deviceId));
     });
@@ -375,10 +369,13 @@ export class LeaseService {
 
   /**
    * A check-in retried after its answer was lost: the lease is back at the server one generation later, on
-   * exactly this top, by this device's last check-in. Answer as the first time instead of LEASE_STALE.
+   * exactly this top (or a compaction of it), by this device's last check-in. Answer as the first time instead of
+   * LEASE_STALE.
    */
   async #retriedCheckin(d: DesktopView, deviceId: string, generation: number, top: string): Promise<LeaseResponse | undefined> {
-    if (d.lease_state !== 'server' || Number(d.lease_generation) !== generation + 1 || d.top_object_id !== top) return undefined;
+    if (d.lease_state !== 'server' || Number(d.lease_generation) !== generation + 1) return undefined;
+    // The server may have compacted the chain since (services/compaction.ts): its top then derives from ours.
+    if (d.top_object_id !== top && (await this.ctx.transfer.describe(d.top_object_id))?.derivedFrom !== top) return undefined;
     const last = await latestOperation(this.ctx.db, d.id, { finished: true });
     if (last === undefined || last.kind !== 'checkin' || last.state !== 'succeeded' || last.device_id !== deviceId) return undefined;
     return this.leaseResponse(d);
@@ -406,7 +403,6 @@ export class LeaseService {
       if (!moved) throw await this.#explainLoss(d.id, generation, null);
       await failRunningOperations(this.ctx.db, d.id, at, { code: 'LEASE_STALE', message: `rolled back by ${caller.name}` });
       await this.#newOperation('rollback', d, caller, 'succeeded', { top: replicated, generation: generation + 1, device: d.lease_device_id, discardedFrom: generation });
-      if (d.overlay_path === null) void this.ctx.compactor.tryCompact(d.id);
       return this.leaseResponse(await this.#reload(d.id));
     });
   }

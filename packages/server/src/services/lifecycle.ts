@@ -52,7 +52,8 @@ async function claim(ctx: Ctx, d: DesktopView, from: DesktopStateColumn[], to: D
  */
 async function ensureOverlay(ctx: Ctx, d: DesktopView): Promise<DesktopView> {
   if (d.overlay_path !== null) return d;
-  if ((await ctx.compactor.tryCompact(d.id)) !== null) d = await reload(ctx, d.id);
+  await ctx.compactor.tryCompact(d.id);
+  d = await reload(ctx, d.id);
   const overlay = await ctx.store.createOverlay(d.top_object_id, { label: `desktop-${d.id.slice(0, 8)}` });
   const rel = relativeOverlayPath(ctx.paths, overlay.path);
   await setOverlayPath(ctx.db, d.id, rel, ctx.nowIso());
