@@ -74,8 +74,37 @@ async function freshPair(ctx: RunContext, t: Template): Promise<Fresh> {
   return { server: s.proc, agent, dataDir };
 }
 
-function phases(total: number, transfer: number | undefined): Record<string, number> {
-  return transfer === undefined ? { total } : { transfer, 'stop+seal+verify+commit': Math.max(0, total - transfer) };
+/**
+ * The run's phases: the transfer engine's own time, everything else, and each DeviceAgent step (from its first
+ * progress event to the next step's: checkout = the server's claim, stop and seal; download; verify; overlay;
+ * confirm — or seal, compact, upload, commit, cleanup for a check-in).
+ */
+function phases(total: number, transfer: number | undefined, steps: ReadonlyMap<string, number>): Record<string, number> {
+  const out: Record<string, number> = transfer === undefined ? { total } : { transfer, 'stop+seal+verify+commit': Math.max(0, total - transfer) };
+  for (const [step, seconds] of steps) out[`step ${step}`] = seconds;
+  return out;
+}
+
+/** Times each agent step: a step lasts from its first progress event to the first event of the next step. */
+function stepTimer(): { onProgress: (p: { step: string }) => void; finish: () => Map<string, number> } {
+  const steps = new Map<string, number>();
+  let current: { step: string; at: number } | null = null;
+  const close = (now: number): void => {
+    if (current !== null) steps.set(current.step, (steps.get(current.step) ?? 0) + (now - current.at) / 1000);
+  };
+  return {
+    onProgress(p) {
+      if (current?.step === p.step) return;
+      const now = performance.now();
+      close(now);
+      current = { step: p.step, at: now };
+    },
+    finish() {
+      close(performance.now());
+      current = null;
+      return steps;
+    },
+  };
 }
 
 function leaseScenario(kind: 'checkout' | 'checkin'): Scenario {
@@ -107,11 +136,15 @@ function leaseScenario(kind: 'checkout' | 'checkin'): Scenario {
     async run(ctx): Promise<RunResult> {
       if (fresh === undefined) throw new Error('not set up');
       const meter = startMeter({ pids: [fresh.server.pid] });
-      const report = kind === 'checkout' ? (await fresh.agent.checkout('bench')).download : (await fresh.agent.checkin('bench')).upload;
+      const timer = stepTimer();
+      const report = kind === 'checkout'
+        ? (await fresh.agent.checkout('bench', { onProgress: timer.onProgress })).download
+        : (await fresh.agent.checkin('bench', { onProgress: timer.onProgress })).upload;
+      const steps = timer.finish();
       const m = await meter.stop();
       const changedBytes = (kind === 'checkout' ? ctx.workload.layer : ctx.workload.checkin).changedBytes;
       const moved = report?.bytesTransferred ?? 0;
-      return { ...m, changedBytes, bytesWritten: moved, bytesRead: moved, bytesOnWire: report?.bytesOnWire ?? 0, phases: phases(m.seconds, report?.seconds) };
+      return { ...m, changedBytes, bytesWritten: moved, bytesRead: moved, bytesOnWire: report?.bytesOnWire ?? 0, phases: phases(m.seconds, report?.seconds, steps) };
     },
     async verify(ctx) {
       if (fresh === undefined || template === undefined) return;
