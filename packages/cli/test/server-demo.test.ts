@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,24 +15,16 @@ import { findGuest } from '../src/guest.ts';
 const BIN = fileURLToPath(new URL('../bin/roamdesk.js', import.meta.url));
 const guest = await findGuest().then(() => true, () => false);
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
 interface Summary {
   url: string;
   demo: { user: { name: string; created: boolean; password?: string; passwordFile?: string } };
 }
 
-/** Starts the server, reads its --json summary (printed once it is ready), stops it with SIGTERM. */
-async function startOnce(dataDir: string, port: number): Promise<{ summary: Summary; stderr: string; login: number }> {
+/** Starts the server on a free port, reads its --json summary (printed once it is ready), stops it with SIGTERM. */
+async function startOnce(dataDir: string): Promise<{ summary: Summary; stderr: string; login: number }> {
   const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
   delete env['ROAMDESK_DEMO_PASSWORD'];
-  const child = spawn(process.execPath, [BIN, 'server', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--demo', '--log-level', 'warn', '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'server', '--data', dataDir, '--listen', '127.0.0.1:0', '--demo', '--log-level', 'warn', '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
@@ -69,8 +60,7 @@ describe('roamdesk server --demo', { skip: guest ? false : 'the tiny guest is no
   });
 
   it('shows the demo password at every start, not only the first, and it logs in', async () => {
-    const port = await freePort();
-    const first = await startOnce(dir, port);
+    const first = await startOnce(dir);
     assert.equal(first.summary.demo.user.created, true);
     const password = first.summary.demo.user.password;
     assert.ok(password !== undefined && password.length >= 12);
@@ -79,7 +69,7 @@ describe('roamdesk server --demo', { skip: guest ? false : 'the tiny guest is no
     assert.equal(first.summary.demo.user.passwordFile, file);
     assert.equal((await stat(file)).mode & 0o777, 0o600);
 
-    const second = await startOnce(dir, port);
+    const second = await startOnce(dir);
     assert.equal(second.summary.demo.user.created, false);
     assert.equal(second.summary.demo.user.password, password);
     assert.equal(second.login, 200);

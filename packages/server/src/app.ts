@@ -71,8 +71,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   base.setValidatorCompiler(TypeBoxValidatorCompiler);
   installErrorHandling(base);
-  // A compaction running in the background ends before the database and store close under it.
-  base.addHook('onClose', async () => ctx.compactor.close());
   const app = base.withTypeProvider<TypeBoxTypeProvider>();
 
   await app.register(swagger, {

@@ -9,7 +9,7 @@
  */
 import { open } from 'node:fs/promises';
 
-import { parseHeader, readLeadingBytes } from './header-io.ts';
+import { parseHeader, readAt, readLeadingBytes } from './header-io.ts';
 
 const L1_OFFSET_MASK = 0x00fffffffffffe00n;
 
@@ -19,26 +19,15 @@ export async function hasOwnClusters(path: string): Promise<boolean> {
     const lead = await readLeadingBytes(fh);
     const h = parseHeader(lead);
     const l1 = Buffer.alloc(h.l1Size * 8);
-    if (!(await readFully(fh, l1, Number(h.l1TableOffset)))) return true;
+    if ((await readAt(fh, l1, Number(h.l1TableOffset))) < l1.length) return true;
     const l2 = Buffer.alloc(h.clusterSize);
     for (let i = 0; i < h.l1Size; i++) {
       const offset = l1.readBigUInt64BE(i * 8) & L1_OFFSET_MASK;
       if (offset === 0n) continue;
-      if (!(await readFully(fh, l2, Number(offset))) || l2.some((b) => b !== 0)) return true;
+      if ((await readAt(fh, l2, Number(offset))) < l2.length || l2.some((b) => b !== 0)) return true;
     }
     return false;
   } finally {
     await fh.close();
   }
-}
-
-/** False when the file ends first. */
-async function readFully(fh: Awaited<ReturnType<typeof open>>, buf: Buffer, position: number): Promise<boolean> {
-  let got = 0;
-  while (got < buf.length) {
-    const { bytesRead } = await fh.read(buf, got, buf.length - got, position + got);
-    if (bytesRead === 0) return false;
-    got += bytesRead;
-  }
-  return true;
 }

@@ -14,15 +14,20 @@ export interface LeadingBytes {
  */
 export async function readLeadingBytes(fh: FileHandle): Promise<LeadingBytes> {
   const fileSize = (await fh.stat()).size;
-  const want = Math.min(fileSize, QCOW2_MAX_HEADER_BYTES);
-  const bytes = Buffer.alloc(want);
+  const bytes = Buffer.alloc(Math.min(fileSize, QCOW2_MAX_HEADER_BYTES));
+  const got = await readAt(fh, bytes, 0);
+  return { bytes: bytes.subarray(0, got), fileSize };
+}
+
+/** Fills `buf` from `position` on; the bytes read, fewer than buf.length only where the file ends. */
+export async function readAt(fh: FileHandle, buf: Buffer, position: number): Promise<number> {
   let got = 0;
-  while (got < want) {
-    const { bytesRead } = await fh.read(bytes, got, want - got, got);
+  while (got < buf.length) {
+    const { bytesRead } = await fh.read(buf, got, buf.length - got, position + got);
     if (bytesRead === 0) break;
     got += bytesRead;
   }
-  return { bytes: bytes.subarray(0, got), fileSize };
+  return got;
 }
 
 export async function readLeadingBytesOf(path: string): Promise<LeadingBytes> {

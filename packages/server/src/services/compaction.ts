@@ -1,7 +1,7 @@
 // Chains stay short on the server too (issue 5 item 6). Every check-out adds the server's sealed layer and
 // every check-in the device's layers, so a desktop's chain grows by at least two layers a round trip. When
-// the server holds the lease and the desktop is at rest (stopped, no overlay), the layers above the desktop's
-// image version are compacted into ONE layer (Store.importDifference: qemu-img rebase in safe mode, checked
+// the server holds the lease and no overlay rests on the chain yet, the layers above the desktop's image version
+// are compacted into ONE layer (Store.importDifference: qemu-img rebase in safe mode, checked
 // with qemu-img compare), and the desktop's top moves to it with a compare-and-set that also requires the
 // lease, its generation, the old top and "no overlay" to be unchanged. So:
 //  - the image and its versions stay shared (only the desktop's own layers are rewritten);
@@ -38,38 +38,20 @@ export interface CompactionResult {
 type Ctx = Pick<AppContext, 'db' | 'store' | 'transfer' | 'config' | 'audit' | 'nowIso' | 'logger'>;
 
 export class ChainCompactor {
-  readonly #running = new Map<string, Promise<CompactionResult | null>>();
-
   constructor(private readonly ctx: Ctx) {}
 
   /**
-   * Compact the desktop's chain if it is longer than the policy and the desktop is at rest on the server;
-   * joins a compaction of it already running. Null when there was nothing to do or the desktop moved meanwhile.
+   * Compact the desktop's chain if it is longer than the policy and no overlay rests on it. Null when there was
+   * nothing to do, the desktop moved meanwhile, or it failed: a failure is logged (and recorded in the event log),
+   * and the chain just stays longer until the next start. Never throws: the start goes on either way.
    */
-  compact(desktopId: string): Promise<CompactionResult | null> {
-    const running = this.#running.get(desktopId);
-    if (running !== undefined) return running;
-    const p = this.#compact(desktopId).finally(() => this.#running.delete(desktopId));
-    this.#running.set(desktopId, p);
-    return p;
-  }
-
-  /**
-   * compact(), for a caller that goes on either way (the start): a failure is logged (and recorded in the event
-   * log) and answers null; the chain just stays longer until the next start.
-   */
-  async tryCompact(desktopId: string): Promise<CompactionResult | null> {
+  async compact(desktopId: string): Promise<CompactionResult | null> {
     try {
-      return await this.compact(desktopId);
+      return await this.#compact(desktopId);
     } catch (err) {
       this.ctx.logger.error({ err, desktopId }, 'chain compaction failed; the chain stays as it was');
       return null;
     }
-  }
-
-  /** Waits for every running compaction (server shutdown). */
-  async close(): Promise<void> {
-    await Promise.all([...this.#running.values()].map((p) => p.catch(() => undefined)));
   }
 
   async #compact(desktopId: string): Promise<CompactionResult | null> {
@@ -91,7 +73,7 @@ export class ChainCompactor {
       const layer = await this.ctx.store.importDifference(baseId, from);
       const to = layer?.id ?? baseId;
       const moved = await replaceTopAtRest(this.ctx.db, desktopId, { top: from, generation }, to, this.ctx.nowIso());
-      // Moved meanwhile (a check-out or start won the row): the new layer stays in the store, unused.
+      // The row moved meanwhile (its lease, generation or top): the new layer stays in the store, unused.
       if (!moved) return null;
       // The compaction stands whatever happens to the clean-up: a failure there only leaves objects behind.
       const removed = await this.#removeUnreferenced(chain.slice(base + 1).reverse()).catch((err: unknown) => {

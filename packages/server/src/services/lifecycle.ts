@@ -48,11 +48,11 @@ async function claim(ctx: Ctx, d: DesktopView, from: DesktopStateColumn[], to: D
  * A desktop without an overlay (never started, or back from a device) gets one on its top object, recorded
  * BEFORE any VM writes to it, so no VM ever runs on an overlay the database does not know. A crash between
  * create and record leaves an empty, unreferenced overlay file: harmless. A chain past the policy length is
- * compacted first (or the compaction a check-in started is waited for): this is the last moment it can be.
+ * compacted first (services/compaction.ts): this is the last moment it can be.
  */
 async function ensureOverlay(ctx: Ctx, d: DesktopView): Promise<DesktopView> {
   if (d.overlay_path !== null) return d;
-  await ctx.compactor.tryCompact(d.id);
+  await ctx.compactor.compact(d.id);
   d = await reload(ctx, d.id);
   const overlay = await ctx.store.createOverlay(d.top_object_id, { label: `desktop-${d.id.slice(0, 8)}` });
   const rel = relativeOverlayPath(ctx.paths, overlay.path);
