@@ -144,15 +144,17 @@ function downloadScenario(spec: DownloadSpec): Scenario {
  * run would measure Node's start-up and first-touch of its memory, not the transfer); before each run the
  * uploaded layer is removed from its store, so every run uploads it in full.
  */
-function uploadScenario(): Scenario {
+function uploadScenario(opts: { upgrade: boolean }): Scenario {
   let template: { store: Store; base: ObjectInfo; layer: ObjectInfo; checkin: ObjectInfo } | undefined;
   let server: Running | undefined;
   let serverStore: Store | undefined;
   let serverMeta = '';
   let device: Store | undefined;
   return {
-    name: 'roamdesk upload', group: 'checkin',
-    description: 'device uploads its sealed check-in layer to a roamdesk server holding base + layer (running, the layer removed before each run); the server re-hashes, header-checks and qemu-img-checks it',
+    name: opts.upgrade ? 'roamdesk upload' : 'roamdesk upload, plain PUT', group: 'checkin',
+    description: opts.upgrade
+      ? 'device uploads its sealed check-in layer to a roamdesk server holding base + layer (running, the layer removed before each run); the server reads the pieces straight from its socket (upgraded connection), re-hashes, header-checks and qemu-img-checks it'
+      : 'the same with the pieces in plain PUTs (what a proxy that drops Upgrade gets): the server receives them through node:http',
     async prepare(ctx) {
       const store = await Store.open(join(ctx.runDir, 'template'));
       await mkdir(join(ctx.runDir, 'tmp'));
@@ -174,7 +176,8 @@ function uploadScenario(): Scenario {
     async run(ctx) {
       if (server === undefined || device === undefined || template === undefined) throw new Error('not prepared');
       const meter = startMeter({ pids: [server.proc.pid] });
-      const report = await uploadObjects({ store: device, remote: server.remote, objects: [describe(template.checkin)] });
+      const report = await uploadObjects({ store: device, remote: server.remote, objects: [describe(template.checkin)], upgrade: opts.upgrade });
+      if (report.upgraded !== opts.upgrade) throw new Error(`expected ${opts.upgrade ? 'an upgraded' : 'a plain'} upload`);
       const m = await meter.stop();
       return result(report, m.seconds, m.cpuSeconds, ctx.workload.checkin.changedBytes);
     },
@@ -238,7 +241,8 @@ export function roamdeskScenarios(opts: { withThrottled: boolean } = { withThrot
       },
       changed: (w) => w.v2.changedBytes, expect: (w) => w.v2.path,
     }),
-    uploadScenario(),
+    uploadScenario({ upgrade: true }),
+    uploadScenario({ upgrade: false }),
   ];
   if (opts.withThrottled) {
     for (const [group, link] of [['checkout-1gbit', LINK_1GBIT], ['checkout-100mbit', LINK_100MBIT]] as const) {

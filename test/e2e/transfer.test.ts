@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { connect } from 'node:net';
 import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
@@ -14,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 
 import type { ServerHandle } from '@roamdesk/server';
 import { type ObjectInfo, Store } from '@roamdesk/store';
-import { computeManifest, downloadObjects, encodeFrameHeader, type ObjectDescription, PIECES_CONTENT_TYPE, type Remote, TransferError, uploadObjects } from '@roamdesk/transfer';
+import { computeManifest, downloadObjects, encodeFrameHeader, type ObjectDescription, PIECES_CONTENT_TYPE, PIECES_UPGRADE, type Remote, TransferError, uploadObjects } from '@roamdesk/transfer';
 
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
 import { tempDir } from '../support/guest-vm.ts';
@@ -29,6 +30,44 @@ function sh(cmd: string, args: string[]): void {
 
 function identical(a: string, b: string): boolean {
   return spawnSync('qemu-img', ['compare', '-q', a, b]).status === 0;
+}
+
+/** The END_FRAME of an upgraded piece stream (frames.ts), spelled out: magic, zero index, encoding 0xff. */
+const END = Buffer.concat([Buffer.from('RDP1'), Buffer.alloc(4), Buffer.from([0xff]), Buffer.alloc(11)]);
+
+/**
+ * One hand-made upgraded PUT: sends `head` (+ `early`, bytes before any 101), then `stream` once the server
+ * switched; returns everything the server sent until it closed.
+ */
+async function upgradedPut(base: string, head: string, stream: Buffer, early = Buffer.alloc(0)): Promise<string> {
+  const url = new URL(base);
+  const socket = connect(Number(url.port), url.hostname);
+  await once(socket, 'connect');
+  let got = Buffer.alloc(0);
+  let switched = false;
+  socket.on('data', (d: Buffer) => {
+    got = Buffer.concat([got, d]);
+    if (!switched && got.includes('\r\n\r\n') && got.toString('latin1').startsWith('HTTP/1.1 101')) {
+      switched = true;
+      socket.write(stream);
+    }
+  });
+  socket.on('error', () => undefined);
+  // Bounded: a server that never closes fails the test instead of hanging it.
+  socket.setTimeout(15_000, () => socket.destroy());
+  socket.write(Buffer.concat([Buffer.from(head, 'latin1'), early]));
+  await once(socket, 'close');
+  return got.toString('latin1');
+}
+
+function upgradeHead(uploadId: string, token: string | null, protocol = PIECES_UPGRADE): string {
+  const auth = token === null ? '' : `Authorization: Bearer ${token}\r\n`;
+  return `PUT /api/v1/uploads/${uploadId}/pieces HTTP/1.1\r\nHost: x\r\n${auth}Connection: Upgrade\r\nUpgrade: ${protocol}\r\nContent-Type: ${PIECES_CONTENT_TYPE}\r\nContent-Length: 0\r\n\r\n`;
+}
+
+/** Status codes of the answers in `text`, in order (a 101, then the upgraded stream's answer). */
+function statuses(text: string): number[] {
+  return [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
 }
 
 function isXfer(code: string) {
@@ -95,6 +134,7 @@ describe('transfer engine end to end', () => {
     const r = await uploadObjects({ store: s, remote: remote(), objects: [image, layer] });
     assert.equal(r.objects[0]?.action, 'present', 'the server already holds the image');
     assert.equal(r.objects[1]?.action, 'transferred');
+    assert.equal(r.upgraded, true, 'the pieces went over an upgraded connection');
     assert.ok(r.bytesOnWire >= layer.size && r.bytesOnWire < layer.size * 1.01, `wire ${r.bytesOnWire} for a ${layer.size}-byte layer`);
     const got = await api(server, 'GET', `/objects/${layer.id}`, admin);
     assert.equal(got.statusCode, 200, got.body);
@@ -339,6 +379,49 @@ describe('transfer engine end to end', () => {
     const r2 = await uploadObjects({ store: s, remote: remote(uma), objects: [mine, next] });
     assert.deepEqual(r2.objects.map((o) => o.action), ['present', 'transferred']);
     assert.equal((await api(server, 'GET', `/objects/${next.id}`, uma)).statusCode, 200);
+  });
+
+  it('streams upload pieces on an upgraded connection that refuses strays, bad pieces and other users; behind a proxy that drops Upgrade it sends plain PUTs', async () => {
+    const s = await store('upgrade');
+    await downloadObjects({ store: s, remote: remote(uma), objects: [image] });
+    const overlay = await s.createOverlay(image.id);
+    execFileSync('sh', ['-c', `head -c ${20 * MiB} /dev/urandom > ${file('rnd4')}`]);
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${file('rnd4')} 30M 20M`, overlay.path]);
+    const mine = await s.seal(overlay);
+    const manifest = await computeManifest(s.objectPath(mine.id), mine);
+    const { uploadId } = (await api(server, 'POST', '/uploads', uma, { manifest })).json<{ uploadId: string }>();
+    const verified = async () => (await api(server, 'GET', `/uploads/${uploadId}`, uma)).json<{ piecesVerified: number }>().piecesVerified;
+    const bytes = await readFile(s.objectPath(mine.id));
+    const frame = (index: number, payload: Buffer) => Buffer.concat([encodeFrameHeader({ index, encoding: 0, payloadLength: payload.length, rawLength: payload.length }), payload]);
+    const piece0 = bytes.subarray(0, manifest.pieceSize);
+
+    // Refused before anything is switched: no credential, someone else's upload, an unknown protocol, bytes sent early.
+    assert.deepEqual(statuses(await upgradedPut(server.url, upgradeHead(uploadId, null), END)), [401]);
+    assert.deepEqual(statuses(await upgradedPut(server.url, upgradeHead(uploadId, admin), END)), [404]);
+    assert.deepEqual(statuses(await upgradedPut(server.url, upgradeHead(uploadId, uma, 'h2c'), END)), [400]);
+    assert.deepEqual(statuses(await upgradedPut(server.url, upgradeHead(uploadId, uma), END, frame(0, piece0))), [422]);
+    // After the 101: a piece that is not what the manifest says, a garbled stream, bytes after the end.
+    const bad = await upgradedPut(server.url, upgradeHead(uploadId, uma), Buffer.concat([frame(0, Buffer.alloc(piece0.length, 0x42)), END]));
+    assert.deepEqual(statuses(bad), [101, 422]);
+    assert.match(bad, /XFER_ERR_PIECE_HASH/);
+    const garbled = await upgradedPut(server.url, upgradeHead(uploadId, uma), Buffer.from('GET / HTTP/1.1\r\n\r\n'.padEnd(40, 'x')));
+    assert.deepEqual(statuses(garbled), [101, 422]);
+    assert.match(garbled, /XFER_ERR_PROTOCOL/);
+    const trailing = await upgradedPut(server.url, upgradeHead(uploadId, uma), Buffer.concat([END, Buffer.from('more')]));
+    assert.deepEqual(statuses(trailing), [101, 422]);
+    assert.equal(await verified(), 0, 'nothing counted');
+    // A good piece, then the end: answered with the upload's state.
+    const good = await upgradedPut(server.url, upgradeHead(uploadId, uma), Buffer.concat([frame(0, piece0), END]));
+    assert.deepEqual(statuses(good), [101, 200]);
+    assert.match(good, /"piecesVerified":1/);
+    assert.equal(await verified(), 1);
+
+    // The proxy forwards no hop-by-hop header (RFC 9110 §7.6.1): the client sees an unswitched answer and sends plain PUTs.
+    const r = await uploadObjects({ store: s, remote: remote(uma, proxy.url), objects: [mine], compression: 'off' });
+    assert.equal(r.upgraded, false);
+    assert.equal(r.objects[0]?.piecesResumed, 1);
+    assert.equal(r.objects[0]?.piecesSent, manifest.pieces.length - 1);
+    assert.ok(identical(s.objectPath(mine.id), serverObject(mine.id)));
   });
 
   it('refuses hostile uploads and leaves the server unchanged', async () => {

@@ -3,7 +3,7 @@
  * purpose: flips a byte in a piece stream, cuts a stream after N bytes, or rewrites a JSON body (a lying
  * manifest). Each fault fires a bounded number of times; the proxy counts what it forwarded.
  */
-import { createServer, type IncomingMessage, request, type Server } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export interface Fault {
@@ -30,6 +30,17 @@ export interface FaultProxy {
   close(): Promise<void>;
 }
 
+/**
+ * What a proxy forwards of a request's head: not the hop-by-hop fields (RFC 9110 §7.6.1), so an Upgrade
+ * meant for this hop stops here (as with a proxy not configured for upgrades).
+ */
+function endToEnd(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const out = { ...headers };
+  const listed = String(headers.connection ?? '').split(',').map((h) => h.trim().toLowerCase()).filter((h) => h !== '');
+  for (const h of ['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', ...listed]) delete out[h];
+  return out;
+}
+
 export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   let faults: Array<Fault & { left: number }> = [];
   const state = { fired: 0, bodyBytes: 0 };
@@ -40,7 +51,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     if (fault?.delayMs !== undefined) setTimeout(forward, fault.delayMs);
     else forward();
     function forward(): void {
-    const up = request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (ur: IncomingMessage) => {
+    const up = request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: endToEnd(req.headers) }, (ur: IncomingMessage) => {
       const headers = { ...ur.headers };
       if (fault?.rewriteJson !== undefined) {
         const chunks: Buffer[] = [];

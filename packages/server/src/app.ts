@@ -6,12 +6,15 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import websocket from '@fastify/websocket';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { EventEmitter } from 'node:events';
+import type { Server } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { LoginLimiter } from './auth/rate-limit.ts';
 import { generatePassword } from './auth/secrets.ts';
 import { dataPaths } from './config.ts';
 import type { AppContext, AppDeps } from './context.ts';
 import { installAuth, installErrorHandling } from './http/hooks.ts';
+import { routeUpgrades } from './http/upgrades.ts';
 import { webPages } from './console/web.ts';
 import { authRoutes } from './routes/auth.ts';
 import { consoleRoutes } from './routes/console.ts';
@@ -81,8 +84,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
+  // WebSocket handshakes reach the plugin through routeUpgrades (the server also upgrades piece uploads).
+  const websocketUpgrades = new EventEmitter();
+  routeUpgrades(base, websocketUpgrades);
   await app.register(websocket, {
     options: {
+      server: websocketUpgrades as Server,
       // RFB from the browser is keystrokes and pointer moves; nothing legitimate comes near 1 MiB.
       maxPayload: 1024 * 1024,
       // noVNC asks for "binary"; answer it, and no other subprotocol.

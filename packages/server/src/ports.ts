@@ -3,6 +3,7 @@
 // the object store, the wall clock or the random generator directly, which is what keeps the API testable
 // with app.inject and no VM.
 
+import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { ImageFormat } from '@roamdesk/api';
 
@@ -164,6 +165,12 @@ export interface ObjectTransfer {
   beginUpload(owner: string, manifest: unknown, opts: { mayRead: boolean }): Promise<UploadStateView>;
   uploadState(owner: string, uploadId: string): Promise<UploadStateView>;
   receiveUpload(owner: string, uploadId: string, body: AsyncIterable<Buffer>): Promise<UploadStateView>;
+  /**
+   * The same for an upgraded connection (@roamdesk/transfer upgraded-receiver.ts). Checks the upload first
+   * (throws before anything is switched); the returned function switches the connection, reads the stream,
+   * answers (`answerError` turns a failure into a status and body) and resolves once the connection closed.
+   */
+  openUpgradedUpload(owner: string, uploadId: string): Promise<(socket: Socket, head: Buffer, answerError: (e: unknown) => { status: number; body: unknown }) => Promise<void>>;
   completeUpload(owner: string, uploadId: string): Promise<StoredObjectInfo>;
   abandonUpload(owner: string, uploadId: string): Promise<void>;
   close(): Promise<void>;

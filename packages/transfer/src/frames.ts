@@ -10,6 +10,9 @@
  *   9       3     zero
  *   12      4     payload length (u32 BE)
  *   16      4     raw (decoded) length (u32 BE)
+ *
+ * An upload over an upgraded connection (upgraded-receiver.ts) closes its stream with END_FRAME: the same
+ * header with encoding 0xff and every other field zero.
  */
 import { TransferError } from './errors.ts';
 import { MAX_PIECE_SIZE } from './manifest.ts';
@@ -20,6 +23,14 @@ const MAGIC = 0x52445031; // "RDP1"
 export type Encoding = 0 | 1;
 export const ENCODING_RAW: Encoding = 0;
 export const ENCODING_ZSTD: Encoding = 1;
+
+/** The end of a piece stream on an upgraded connection, where no HTTP framing says where the body stops. */
+export const END_FRAME: Buffer = (() => {
+  const b = Buffer.alloc(FRAME_HEADER_BYTES);
+  b.writeUInt32BE(MAGIC, 0);
+  b.writeUInt8(0xff, 8);
+  return b;
+})();
 
 export interface FrameHeader {
   readonly index: number;
@@ -117,11 +128,18 @@ export class FrameAssembler {
   #current: { h: FrameHeader; buf: Buffer; fill: number } | null = null;
   /** A payload being handed to `direct` as it streams, and how much of it is still to come. */
   #direct: { h: FrameHeader; left: number } | null = null;
+  #ended = false;
 
   constructor(private readonly pool: BufferPool, private readonly onFrame: (frame: Frame) => void, private readonly direct?: DirectPayloads) {}
 
+  /** True once END_FRAME went by; any byte after it is a protocol error. */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
   push(chunk: Buffer, start = 0, end = chunk.length): void {
     let pos = start;
+    if (this.#ended && pos < end) throw protocolError('bytes after the end of the piece stream');
     while (pos < end) {
       const direct = this.#direct;
       if (direct !== null) {
@@ -143,6 +161,11 @@ export class FrameAssembler {
         pos += n;
         if (this.#headerFill < FRAME_HEADER_BYTES) return;
         this.#headerFill = 0;
+        if (this.#header.equals(END_FRAME)) {
+          this.#ended = true;
+          if (pos < end) throw protocolError('bytes after the end of the piece stream');
+          return;
+        }
         const h = decodeFrameHeader(this.#header);
         if (h.payloadLength > this.pool.size) throw protocolError(`frame payload of ${h.payloadLength} bytes exceeds the piece size ${this.pool.size}`);
         if (this.direct?.start(h) === true) {

@@ -8,11 +8,16 @@
  *                                               pieces F…F+C-1 as a frame stream (frames.ts)
  *   POST   /uploads                             { manifest } → UploadState (creates or resumes)
  *   GET    /uploads/:uploadId                   UploadState
- *   PUT    /uploads/:uploadId/pieces            frame stream → UploadState (every piece verified on arrival)
+ *   PUT    /uploads/:uploadId/pieces            frame stream → UploadState (every piece verified on arrival);
+ *                                               with `Upgrade: roamdesk-pieces/1` the stream follows the 101
+ *                                               on the same connection, closed by END_FRAME (upgraded-receiver.ts)
  *   POST   /uploads/:uploadId/complete          → { object } (re-hashed, checked, published)
  *   DELETE /uploads/:uploadId                   abandon
  */
 export const PIECES_CONTENT_TYPE = 'application/vnd.roamdesk.pieces';
+
+/** The Upgrade token (RFC 9110 §7.8) of a piece upload read straight from the server's socket. */
+export const PIECES_UPGRADE = 'roamdesk-pieces/1';
 
 export type WireEncoding = 'raw' | 'zstd';
 

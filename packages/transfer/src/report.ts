@@ -29,4 +29,6 @@ export interface TransferReport {
   readonly seconds: number;
   readonly compression: boolean;
   readonly compressionReason: string;
+  /** Uploads: pieces went over connections the server upgraded (false: none sent, or plain PUTs behind a proxy). */
+  readonly upgraded: boolean;
 }

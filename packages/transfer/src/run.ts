@@ -29,6 +29,8 @@ export interface TransferTuning {
   /** Attempts per piece before the transfer fails (default 5). */
   readonly maxAttempts?: number;
   readonly compression?: CompressionMode;
+  /** Uploads: send pieces on an upgraded connection the server reads straight from its socket (default true). */
+  readonly upgrade?: boolean;
 }
 
 export interface TransferOptions extends TransferTuning {
@@ -51,6 +53,10 @@ export interface TransferRun<O extends TransferOptions> {
   readonly streams: StreamConnections;
   piecesRetried: number;
   bytesTransferred: number;
+  /** Uploads: false once an upgraded PUT came back not switched (a proxy dropped the header): plain PUTs. */
+  upgradePieces: boolean;
+  /** Uploads: a batch went over an upgraded connection. */
+  sentUpgraded: boolean;
 }
 
 export async function runTransfer<O extends TransferOptions>(
@@ -68,6 +74,8 @@ export async function runTransfer<O extends TransferOptions>(
     streams: new StreamConnections(opts.remote),
     piecesRetried: 0,
     bytesTransferred: 0,
+    upgradePieces: opts.upgrade ?? true,
+    sentUpgraded: false,
   };
   const reports: ObjectReport[] = [];
   try {
@@ -86,5 +94,6 @@ export async function runTransfer<O extends TransferOptions>(
     direction, objects: reports, bytesTotal: total, bytesTransferred: run.bytesTransferred,
     bytesOnWire: run.progress.bytesOnWire, bytesSaved: run.progress.bytesSaved, piecesRetried: run.piecesRetried,
     seconds: (performance.now() - t0) / 1000, compression: run.controller.compress, compressionReason: run.controller.reason,
+    upgraded: run.sentUpgraded,
   };
 }

@@ -30,6 +30,18 @@ export interface UploadLimits {
   readonly maxBytes: number;
 }
 
+/** A frame stream's receiving end (UploadRegistry.sink). */
+export interface PieceSink {
+  /** Bytes of the stream (a view: copied or written before this returns). A promise: wait before pushing more. */
+  push(chunk: Buffer): Promise<void> | undefined;
+  /** END_FRAME went by (an upgraded stream's end): nothing more may follow. */
+  readonly ended: boolean;
+  /** The stream ended: a protocol error unless between frames; answers what the server now holds. */
+  end(): UploadState;
+  /** Gives back the buffers (always, after end or a failure). */
+  dispose(): void;
+}
+
 interface Open {
   readonly owner: string;
   readonly partial: PartialObject;
@@ -88,6 +100,21 @@ export class UploadRegistry {
    * file (hashed on the way, streamPiecesInto); compressed ones are decoded whole first.
    */
   async receive(owner: string, uploadId: string, body: AsyncIterable<Buffer>): Promise<UploadState> {
+    const sink = await this.sink(owner, uploadId);
+    try {
+      for await (const chunk of body) await sink.push(chunk);
+      return sink.end();
+    } finally {
+      sink.dispose();
+    }
+  }
+
+  /**
+   * The same as receive() for a caller that reads the stream itself (the server's upgraded connection, which
+   * reads straight from the socket into one reused buffer): it pushes views and waits when push answers a
+   * promise (a compressed piece being decoded and written).
+   */
+  async sink(owner: string, uploadId: string): Promise<PieceSink> {
     const o = await this.#get(owner, uploadId);
     const m = o.partial.manifest;
     const pool = this.#pools.pool(m.pieceSize);
@@ -95,25 +122,35 @@ export class UploadRegistry {
     const whole: Frame[] = [];
     const assembler = new FrameAssembler(pool, (f) => whole.push(f), streamPiecesInto(o.partial, { onPiece: () => undefined }));
     let decoded: Buffer | null = null;
-    try {
-      for await (const chunk of body) {
-        assembler.push(chunk);
-        for (let f = whole.shift(); f !== undefined; f = whole.shift()) {
-          try {
-            decoded ??= pool.take();
-            await o.partial.accept(f.index, codec.decode(f.encoding, f.payload, f.rawLength, decoded));
-          } finally {
-            f.release();
-          }
+    const drain = async (): Promise<void> => {
+      for (let f = whole.shift(); f !== undefined; f = whole.shift()) {
+        try {
+          decoded ??= pool.take();
+          await o.partial.accept(f.index, codec.decode(f.encoding, f.payload, f.rawLength, decoded));
+        } finally {
+          f.release();
         }
       }
-      assembler.end();
-    } finally {
-      assembler.dispose();
-      for (const f of whole.splice(0)) f.release();
-      if (decoded !== null) pool.give(decoded);
-    }
-    return stateOf(uploadId, o.partial);
+    };
+    return {
+      push(chunk) {
+        assembler.push(chunk);
+        return whole.length > 0 ? drain() : undefined;
+      },
+      get ended() {
+        return assembler.ended;
+      },
+      end() {
+        assembler.end();
+        return stateOf(uploadId, o.partial);
+      },
+      dispose() {
+        assembler.dispose();
+        for (const f of whole.splice(0)) f.release();
+        if (decoded !== null) pool.give(decoded);
+        decoded = null;
+      },
+    };
   }
 
   /** Publishes the finished upload into the store (re-hashed and checked there). */

@@ -15,6 +15,7 @@ import { fromRanges, type ObjectDescription, PIECES_CONTENT_TYPE, type UploadSta
 import type { ObjectReport, TransferReport } from './report.ts';
 import { DEFAULT_BATCH_BYTES, DEFAULT_IN_FLIGHT, DEFAULT_MAX_ATTEMPTS, runTransfer, type TransferOptions, type TransferRun } from './run.ts';
 import { sendPieces } from './sender.ts';
+import { putUpgraded } from './upgraded-sender.ts';
 
 export interface UploadOptions extends TransferOptions {
   readonly manifests?: ManifestCache;
@@ -93,18 +94,22 @@ async function sendMissing(
         if (indices.length > 0) {
           const compress = run.controller.compress;
           p.compression = compress;
-          const res = await send(run.conn, {
-            method: 'PUT', path: `/uploads/${uploadId}/pieces`, headers: { 'content-type': PIECES_CONTENT_TYPE }, signal: run.signal,
-            body: async (write) => {
-              await sendPieces(fh, m, indices, compress, async (header, payload) => {
-                // Samples for the compression decision come from the pieces as they go (uncompressed then).
-                if (!compress) run.controller.sample(payload);
-                p.bytesOnWire += header.length + payload.length;
-                await write(header, payload);
-              }, run.pools, run.signal);
-            },
-          });
-          await drain(res);
+          const body = async (write: (...chunks: Buffer[]) => Promise<void>): Promise<void> => {
+            await sendPieces(fh, m, indices, compress, async (header, payload) => {
+              // Samples for the compression decision come from the pieces as they go (uncompressed then).
+              if (!compress) run.controller.sample(payload);
+              p.bytesOnWire += header.length + payload.length;
+              await write(header, payload);
+            }, run.pools, run.signal);
+          };
+          const path = `/uploads/${uploadId}/pieces`;
+          const switched = run.upgradePieces ? await putUpgraded(run.conn, { path, signal: run.signal, body }) : null;
+          if (switched !== null) run.sentUpgraded = true;
+          else {
+            run.upgradePieces = false;
+            const res = await send(run.conn, { method: 'PUT', path, headers: { 'content-type': PIECES_CONTENT_TYPE }, signal: run.signal, body });
+            await drain(res);
+          }
           run.controller.record(indices.reduce((n, i) => n + pieceRange(m, i).length, 0), compress);
           const sent = indices.reduce((n, i) => n + pieceRange(m, i).length, 0);
           run.bytesTransferred += sent;

@@ -1,7 +1,8 @@
 // The transfer endpoints (protocol: @roamdesk/transfer protocol.ts):
 //   GET  /desktops/:name/objects        the desktop's server chain (what a device needs to hold it)
 //   GET  /objects/:id, /objects/:id/manifest, /objects/:id/pieces   downloads
-//   POST /uploads, GET|DELETE /uploads/:uploadId, PUT /uploads/:uploadId/pieces, POST /uploads/:uploadId/complete
+//   POST /uploads, GET|DELETE /uploads/:uploadId, PUT /uploads/:uploadId/pieces (plain, or upgraded: http/upgrades.ts),
+//   POST /uploads/:uploadId/complete
 // Every object endpoint checks that the caller may read the object; uploads belong to their caller.
 
 import { ApiError, BeginUploadRequest, ChainResponse, Manifest, ManifestQuery, NameParams, ObjectIdParams, ObjectResponse, PiecesQuery, UploadIdParams, UploadStateResponse } from '@roamdesk/api';
@@ -10,6 +11,8 @@ import type { Readable } from 'node:stream';
 import type { AppContext } from '../context.ts';
 import { notFound } from '../errors.ts';
 import { callerOf } from '../http/hooks.ts';
+import { toErrorResponse } from '../http/error-response.ts';
+import { upgradedConnection } from '../http/upgrades.ts';
 import { visibleDesktop } from '../services/access.ts';
 import { recordUpload } from '../db/repositories/objects.ts';
 import { readableObject } from '../services/object-access.ts';
@@ -109,10 +112,25 @@ export const objectRoutes: RoutePlugin = (ctx: AppContext) => (app, _options, do
   app.put(
     '/uploads/:uploadId/pieces',
     { bodyLimit: 1024 * 1024 * 1024, schema: { tags, summary: `Pieces as a ${PIECES_CONTENT_TYPE} frame stream; each is verified before it is written`, params: UploadIdParams, response: { 200: UploadStateResponse, ...errorResponses } } },
-    async (request) => {
+    async (request, reply) => {
+      const { uploadId } = request.params;
+      const owner = callerOf(request).userId;
+      const upgraded = upgradedConnection(request);
+      if (upgraded !== null) {
+        // Everything that can refuse the request has run (auth, params, the upload is the caller's): switch.
+        const receive = await uploadCall(uploadId, () => ctx.transfer.openUpgradedUpload(owner, uploadId));
+        reply.hijack();
+        await receive(upgraded.socket, upgraded.head, (err) => {
+          const r = toErrorResponse(err, request.id);
+          if (r.unexpected) request.log.error({ err }, 'upgraded upload failed');
+          else request.log.info({ code: r.body.error.code, status: r.status }, 'upgraded upload refused');
+          return { status: r.status, body: r.body };
+        });
+        return;
+      }
       if (request.headers['content-type'] !== PIECES_CONTENT_TYPE) throw new ApiError('UNSUPPORTED_MEDIA_TYPE', `send pieces as ${PIECES_CONTENT_TYPE}`);
       const body = request.body as Readable;
-      return uploadCall(request.params.uploadId, () => ctx.transfer.receiveUpload(callerOf(request).userId, request.params.uploadId, body));
+      return uploadCall(uploadId, () => ctx.transfer.receiveUpload(owner, uploadId, body));
     },
   );
 

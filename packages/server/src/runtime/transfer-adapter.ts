@@ -2,8 +2,14 @@
 // `<data>/manifests` (objects never change), uploads held in the store's incoming/ directory.
 
 import type { ObjectInfo, Store } from '@roamdesk/store';
-import { DEFAULT_PIECE_SIZE, ManifestCache, ObjectServer, TransferError, UploadRegistry, type UploadState } from '@roamdesk/transfer';
+import { BufferPool, DEFAULT_PIECE_SIZE, ManifestCache, ObjectServer, receiveUpgraded, TransferError, UploadRegistry, type UploadState } from '@roamdesk/transfer';
 import type { ObjectTransfer, StoredObjectInfo, UploadStateView } from '../ports.ts';
+
+/** One read of an upgraded upload connection at most; the buffers are pooled (fresh memory is slow here). */
+const UPGRADED_READ_BYTES = 1024 * 1024;
+/** As the plain PUT's body limit: a batch is 32 MiB; a stream this long is not a client of ours. */
+const UPGRADED_MAX_BYTES = 1024 * 1024 * 1024;
+const UPGRADED_IDLE_MS = 60_000;
 
 /** Chains cached per top object (immutable), bounded. */
 const CHAIN_CACHE_MAX = 4096;
@@ -22,6 +28,7 @@ export function transferAdapter(store: Store, manifestsDir: string): ObjectTrans
   const objects = new ObjectServer(store, new ManifestCache(manifestsDir));
   const uploads = new UploadRegistry(store);
   const chains = new Map<string, StoredObjectInfo[]>();
+  const readBuffers = new BufferPool(UPGRADED_READ_BYTES);
   const info = async (id: string): Promise<ObjectInfo> => {
     const i = await store.get(id);
     if (i === null) throw new TransferError('XFER_ERR_MANIFEST', `object ${id} is not on this server`, { id, notFound: true });
@@ -60,6 +67,20 @@ export function transferAdapter(store: Store, manifestsDir: string): ObjectTrans
     },
     uploadState: async (owner, uploadId) => view(await uploads.state(owner, uploadId)),
     receiveUpload: async (owner, uploadId, body) => view(await uploads.receive(owner, uploadId, body)),
+    async openUpgradedUpload(owner, uploadId) {
+      const sink = await uploads.sink(owner, uploadId);
+      return async (socket, head, answerError) => {
+        const buffer = readBuffers.take();
+        try {
+          await receiveUpgraded(socket, head, sink, {
+            buffer, maxBytes: UPGRADED_MAX_BYTES, idleMs: UPGRADED_IDLE_MS,
+            answer: (o) => ('state' in o ? { status: 200, body: view(o.state) } : answerError(o.error)),
+          });
+        } finally {
+          readBuffers.give(buffer);
+        }
+      };
+    },
     completeUpload: async (owner, uploadId) => describe(await uploads.complete(owner, uploadId)),
     abandonUpload: (owner, uploadId) => uploads.abandon(owner, uploadId),
     close: () => uploads.close(),
