@@ -20,6 +20,7 @@ import { PieceCodec } from './codec.ts';
 import { TransferError } from './errors.ts';
 import { BufferPools, type Frame, FrameAssembler } from './frames.ts';
 import { type Manifest, parseManifest } from './manifest.ts';
+import { ObjectHasher } from './object-hasher.ts';
 import { PartialObject, streamPiecesInto } from './partial-object.ts';
 import { toRanges, type UploadState } from './protocol.ts';
 
@@ -45,12 +46,21 @@ export interface PieceSink {
 interface Open {
   readonly owner: string;
   readonly partial: PartialObject;
+  /** The object's SHA-256, computed from the verified prefix on disk while pieces arrive (null: at complete). */
+  hasher: ObjectHasher | null;
 }
+
+/**
+ * Uploads hashed while they arrive, at most: each hasher is a worker thread, and a caller must not be able to
+ * make the server start one per upload it begins. Uploads beyond this are hashed by the store at complete.
+ */
+const MAX_HASHERS = 4;
 
 export class UploadRegistry {
   readonly #open = new Map<string, Promise<Open>>();
   /** Receive buffers reused across requests (fresh memory is slow to touch on these VMs). */
   readonly #pools = new BufferPools();
+  #hashers = 0;
 
   constructor(private readonly store: Store) {}
 
@@ -83,7 +93,7 @@ export class UploadRegistry {
     const opening = (async (): Promise<Open> => {
       const partial = await PartialObject.open(dir, m);
       await writeFile(join(dir, 'owner'), owner, { mode: 0o600 });
-      return { owner, partial };
+      return { owner, partial, hasher: null };
     })();
     this.#open.set(uploadId, opening);
     opening.catch(() => this.#open.delete(uploadId));
@@ -120,13 +130,13 @@ export class UploadRegistry {
     const pool = this.#pools.pool(m.pieceSize);
     const codec = new PieceCodec();
     const whole: Frame[] = [];
-    const assembler = new FrameAssembler(pool, (f) => whole.push(f), streamPiecesInto(o.partial, { onPiece: () => undefined }));
+    const assembler = new FrameAssembler(pool, (f) => whole.push(f), streamPiecesInto(o.partial, { onPiece: () => this.#hashAhead(o) }));
     let decoded: Buffer | null = null;
     const drain = async (): Promise<void> => {
       for (let f = whole.shift(); f !== undefined; f = whole.shift()) {
         try {
           decoded ??= pool.take();
-          await o.partial.accept(f.index, codec.decode(f.encoding, f.payload, f.rawLength, decoded));
+          if (await o.partial.accept(f.index, codec.decode(f.encoding, f.payload, f.rawLength, decoded))) this.#hashAhead(o);
         } finally {
           f.release();
         }
@@ -162,16 +172,18 @@ export class UploadRegistry {
     }
     this.#open.delete(uploadId);
     const path = await o.partial.finish();
+    // The digest of the bytes on disk, if a hasher followed the upload (a failed hasher only costs the re-hash).
+    const hashed = o.hasher === null ? null : await this.#releaseHasher(o, (h) => h.digest(m.size)).catch(() => null);
     try {
       const held = await this.store.get(m.id);
       if (held !== null) {
         // Someone else stored it first (see begin): the upload proves possession only if the bytes are the object.
-        const digest = await sha256File(path);
+        const digest = hashed ?? (await sha256File(path));
         if (digest !== m.id) throw new TransferError('XFER_ERR_OBJECT_HASH', `the uploaded bytes hash to ${digest}, not ${m.id}`, { id: m.id, actual: digest });
         await o.partial.discard();
         return held;
       }
-      const info = await this.store.adopt(path, { id: m.id, kind: m.kind, parent: m.parent });
+      const info = await this.store.adopt(path, { id: m.id, kind: m.kind, parent: m.parent }, { hashVerified: hashed === m.id });
       await o.partial.discard();
       return info;
     } catch (e) {
@@ -185,6 +197,7 @@ export class UploadRegistry {
   async abandon(owner: string, uploadId: string): Promise<void> {
     const o = await this.#get(owner, uploadId);
     this.#open.delete(uploadId);
+    await this.#releaseHasher(o, (h) => h.cancel());
     await o.partial.discard();
   }
 
@@ -192,7 +205,25 @@ export class UploadRegistry {
   async close(): Promise<void> {
     const all = [...this.#open.values()];
     this.#open.clear();
-    for (const p of all) await p.then((o) => o.partial.close(), () => undefined);
+    for (const p of all) await p.then(async (o) => { await this.#releaseHasher(o, (h) => h.cancel()); await o.partial.close(); }, () => undefined);
+  }
+
+  /** Lets the upload's hasher read on up to the verified prefix (starting one while fewer than MAX_HASHERS run). */
+  #hashAhead(o: Open): void {
+    if (o.hasher === null) {
+      if (this.#hashers >= MAX_HASHERS) return;
+      this.#hashers++;
+      o.hasher = new ObjectHasher(o.partial.path);
+    }
+    o.hasher.advance(o.partial.verifiedPrefixBytes);
+  }
+
+  async #releaseHasher<T>(o: Open, f: (h: ObjectHasher) => Promise<T>): Promise<T | null> {
+    const h = o.hasher;
+    if (h === null) return null;
+    o.hasher = null;
+    this.#hashers--;
+    return f(h);
   }
 
   #dir(uploadId: string): string {
@@ -209,7 +240,7 @@ export class UploadRegistry {
       const owned = await readFile(join(dir, 'owner'), 'utf8').catch(() => null);
       const m = await PartialObject.readManifest(dir);
       if (owned !== owner || m === null) throw notFound;
-      opening = PartialObject.open(dir, m).then((partial) => ({ owner, partial }));
+      opening = PartialObject.open(dir, m).then((partial): Open => ({ owner, partial, hasher: null }));
       this.#open.set(uploadId, opening);
       opening.catch(() => this.#open.delete(uploadId));
     }
