@@ -19,6 +19,8 @@ export interface HashCopyOptions {
   readonly signal?: AbortSignal | undefined;
   /** Progress total; the copy itself runs to EOF. */
   readonly expectedBytes?: number;
+  /** Sees every byte in order (a view, valid during the call): another digest made in the same read pass. */
+  readonly onData?: ((data: Buffer) => void) | undefined;
 }
 
 export interface HashCopyResult {
@@ -60,6 +62,7 @@ export async function copyAndHash(src: FileHandle, dst: FileHandle | null, opts:
       if (n > 0) {
         const data = slot.buf.subarray(0, n);
         hash.update(data);
+        opts.onData?.(data);
         if (dst !== null) {
           const pos = done;
           const write = dst.write(data, 0, n, pos).then(() => undefined);

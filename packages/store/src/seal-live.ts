@@ -35,6 +35,7 @@ import type { QmpClient } from '@roamdesk/qmp';
 import { discard, fsyncDir, fsyncPath } from './durable.ts';
 import { ParentMissingError, SealFailedError, type SealStep } from './errors.ts';
 import { hashFile } from './hash-copy.ts';
+import type { SealOptions } from './seal.ts';
 import { readHeader } from './header-io.ts';
 import { newOverlayFileName, objectFileName } from './ids.ts';
 import type { Layout, Overlay } from './layout.ts';
@@ -77,7 +78,7 @@ function deviceMatches(qdev: string | undefined, device: string): boolean {
   return qdev === device || qdev.startsWith(`/machine/peripheral/${device}/`);
 }
 
-export async function sealLive(ctx: Ctx, overlay: Overlay, vm: LiveVm, opts: { label?: string } = {}): Promise<LiveSealResult> {
+export async function sealLive(ctx: Ctx, overlay: Overlay, vm: LiveVm, opts: { label?: string } & SealOptions = {}): Promise<LiveSealResult> {
   const oldPath = ctx.layout.overlayPath(overlay);
   if (!(await ctx.layout.exists(ctx.layout.objectPath(overlay.parent)))) throw new ParentMissingError(overlay.parent, oldPath);
 
@@ -128,7 +129,7 @@ export async function sealLive(ctx: Ctx, overlay: Overlay, vm: LiveVm, opts: { l
     const check = await ctx.img.check(oldPath, { noBacking: true, forceShare: true });
     if (check.status !== 'ok') throw new SealFailedError(`qemu-img check reports the old overlay ${check.status}`, { step: 'publish', report: check.report });
     await fsyncPath(oldPath);
-    const { sha256, bytes } = await hashFile(oldPath);
+    const { sha256, bytes } = await hashFile(oldPath, { onData: opts.onData });
     const r = await publishObject(ctx.layout, oldPath, {
       id: sha256, kind: 'layer', parent: overlay.parent, size: bytes, virtualSize: Number(header.virtualSize),
     }, { keepSource: true });

@@ -36,7 +36,15 @@ async function firstCheck(ctx: Ctx, path: string): Promise<Awaited<ReturnType<Qe
   }
 }
 
-export async function seal(ctx: Ctx, overlay: Overlay): Promise<ObjectInfo> {
+export interface SealOptions {
+  /**
+   * Sees the layer's bytes in order while the seal hashes them (a view, valid during the call): a device
+   * builds its upload manifest in the same read pass instead of reading the layer again.
+   */
+  readonly onData?: (data: Buffer) => void;
+}
+
+export async function seal(ctx: Ctx, overlay: Overlay, opts: SealOptions = {}): Promise<ObjectInfo> {
   const path = ctx.layout.overlayPath(overlay);
   if (!(await ctx.layout.exists(ctx.layout.objectPath(overlay.parent)))) throw new ParentMissingError(overlay.parent, path);
 
@@ -63,7 +71,7 @@ export async function seal(ctx: Ctx, overlay: Overlay): Promise<ObjectInfo> {
   let bytes: number;
   try {
     await fh.sync();
-    ({ sha256, bytes } = await copyAndHash(fh, null));
+    ({ sha256, bytes } = await copyAndHash(fh, null, { onData: opts.onData }));
   } finally {
     await fh.close();
   }

@@ -18,7 +18,7 @@ import { assertObjectId, idFromObjectFileName, isOverlayFileName, isTempFileName
 import { importDifference, type DifferenceOptions } from './difference.ts';
 import { importImage, importLayer, type ImportImageOptions, type ImportOptions } from './import.ts';
 import { Layout, type Overlay } from './layout.ts';
-import { seal } from './seal.ts';
+import { seal, type SealOptions } from './seal.ts';
 import { sealLive, type LiveSealResult, type LiveVm } from './seal-live.ts';
 import type { ObjectInfo } from './sidecar.ts';
 import { verify, type VerifyOptions, type VerifyReport } from './verify.ts';
@@ -196,12 +196,12 @@ export class Store {
   }
 
   /** Offline: the VM is stopped. The overlay becomes a layer; its path is gone afterwards. */
-  async seal(overlay: Overlay): Promise<ObjectInfo> {
-    return seal(this.#ctx(), overlay);
+  async seal(overlay: Overlay, opts: SealOptions = {}): Promise<ObjectInfo> {
+    return seal(this.#ctx(), overlay, opts);
   }
 
   /** Online: the VM keeps running on a new overlay; the old overlay becomes a layer. See seal-live.ts. */
-  async sealLive(overlay: Overlay, vm: LiveVm, opts: { label?: string } = {}): Promise<LiveSealResult> {
+  async sealLive(overlay: Overlay, vm: LiveVm, opts: { label?: string } & SealOptions = {}): Promise<LiveSealResult> {
     return sealLive(this.#ctx(), overlay, vm, opts);
   }
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 import { forEachPiece } from './file-reader.ts';
-import { pieceHash } from './hash.ts';
+import { pieceHash, pieceHasher } from './hash.ts';
 import { DEFAULT_PIECE_SIZE, type Manifest, type ObjectKind, parseManifest, pieceCount } from './manifest.ts';
 
 export interface ObjectMeta {
@@ -31,13 +31,50 @@ export async function computeManifest(path: string, meta: ObjectMeta, pieceSize 
   }
 }
 
+/**
+ * A manifest built from an object's bytes as another pass reads them in order (a device's seal hashes the new
+ * layer; this rides along), so the upload does not read the layer again. Same result as computeManifest.
+ */
+export class ManifestBuilder {
+  readonly #pieces: string[] = [];
+  #piece = pieceHasher();
+  #inPiece = 0;
+  #size = 0;
+
+  constructor(readonly pieceSize = DEFAULT_PIECE_SIZE) {}
+
+  update(data: Buffer): void {
+    let pos = 0;
+    while (pos < data.length) {
+      const n = Math.min(this.pieceSize - this.#inPiece, data.length - pos);
+      this.#piece.update(data.subarray(pos, pos + n));
+      this.#inPiece += n;
+      pos += n;
+      if (this.#inPiece === this.pieceSize) this.#endPiece();
+    }
+    this.#size += data.length;
+  }
+
+  finish(meta: ObjectMeta): Manifest {
+    if (this.#inPiece > 0) this.#endPiece();
+    return parseManifest({ version: 1, id: meta.id, kind: meta.kind, parent: meta.parent, size: this.#size, virtualSize: meta.virtualSize, pieceSize: this.pieceSize, hash: 'blake3', pieces: this.#pieces });
+  }
+
+  #endPiece(): void {
+    this.#pieces.push(this.#piece.digest());
+    this.#piece = pieceHasher();
+    this.#inPiece = 0;
+  }
+}
+
 /** Manifests kept in memory: every piece request needs one, and parsing a large one per request adds up. */
 const MEMORY_ENTRIES = 64;
 
 export class ManifestCache {
   readonly #inflight = new Map<string, Promise<Manifest>>();
   readonly #memory = new Map<string, Manifest>();
-  constructor(readonly dir: string) {}
+  /** `dir` null: memory only (a device keeps the manifests of the layers it just sealed for their upload). */
+  constructor(readonly dir: string | null) {}
 
   /** The manifest of the object file at `path` (computing and caching it on first use). */
   async get(path: string, meta: ObjectMeta & { size: number }, pieceSize = DEFAULT_PIECE_SIZE): Promise<Manifest> {
@@ -47,31 +84,49 @@ export class ManifestCache {
     const running = this.#inflight.get(key);
     if (running !== undefined) return running;
     const p = this.#load(path, meta, pieceSize, key).then((m) => {
-      if (this.#memory.size >= MEMORY_ENTRIES) this.#memory.delete(this.#memory.keys().next().value ?? '');
-      this.#memory.set(key, m);
+      this.#remember(key, m);
       return m;
     }).finally(() => this.#inflight.delete(key));
     this.#inflight.set(key, p);
     return p;
   }
 
+  /** Keeps a manifest made elsewhere (ManifestBuilder) for the object it describes. */
+  async put(m: Manifest): Promise<void> {
+    const key = `${m.id}-${m.pieceSize}`;
+    this.#remember(key, m);
+    await this.#save(key, m);
+  }
+
+  #remember(key: string, m: Manifest): void {
+    if (this.#memory.size >= MEMORY_ENTRIES) this.#memory.delete(this.#memory.keys().next().value ?? '');
+    this.#memory.set(key, m);
+  }
+
   async #load(path: string, meta: ObjectMeta & { size: number }, pieceSize: number, key: string): Promise<Manifest> {
-    const file = join(this.dir, `${key}.json`);
-    try {
-      const cached = parseManifest(JSON.parse(await readFile(file, 'utf8')), { id: meta.id, kind: meta.kind, parent: meta.parent, size: meta.size });
-      if (cached.pieceSize === pieceSize) return cached;
-    } catch {
-      // Missing or unusable: compute it again.
+    if (this.dir !== null) {
+      try {
+        const cached = parseManifest(JSON.parse(await readFile(join(this.dir, `${key}.json`), 'utf8')), { id: meta.id, kind: meta.kind, parent: meta.parent, size: meta.size });
+        if (cached.pieceSize === pieceSize) return cached;
+      } catch {
+        // Missing or unusable: compute it again.
+      }
     }
     const m = await computeManifest(path, meta, pieceSize);
-    await mkdir(this.dir, { recursive: true });
+    await this.#save(key, m);
+    return m;
+  }
+
+  /** Best effort: the cache is only a cache. */
+  async #save(key: string, m: Manifest): Promise<void> {
+    if (this.dir === null) return;
     const tmp = join(this.dir, `.tmp-${randomBytes(8).toString('hex')}`);
     try {
+      await mkdir(this.dir, { recursive: true });
       await writeFile(tmp, JSON.stringify(m));
-      await rename(tmp, file);
+      await rename(tmp, join(this.dir, `${key}.json`));
     } catch {
       await unlink(tmp).catch(() => undefined);
     }
-    return m;
   }
 }

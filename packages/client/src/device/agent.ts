@@ -20,7 +20,7 @@ import { basename, join } from 'node:path';
 import type { Device, LeaseResponse, OperationProgress, StoredObject } from '@roamdesk/api';
 import { QemuImg } from '@roamdesk/qemu';
 import { readHeader, Store, type ObjectInfo } from '@roamdesk/store';
-import type { TransferProgress, TransferReport } from '@roamdesk/transfer';
+import type { ManifestCache, TransferProgress, TransferReport } from '@roamdesk/transfer';
 
 import { ApiError, ClientError } from '../errors.ts';
 import { type LocalStoreLock, lockLocalStore } from '../local-store.ts';
@@ -158,6 +158,8 @@ export class DeviceAgent {
   readonly clock: DeviceClock;
   readonly #opts: DeviceAgentOptions;
   #store: Promise<Store> | undefined;
+  /** Upload manifests of the layers this agent sealed (memory only: a check-in seals and uploads in one run). */
+  #manifests: ManifestCache | undefined;
   readonly #img: QemuImg;
   /** The local store's lock (store.lock, shared with prefetch), held while this agent changes the store; re-entrant. */
   #storeLock: { depth: number; held: LocalStoreLock | null } = { depth: 0, held: null };
@@ -874,7 +876,7 @@ export class DeviceAgent {
       }
       return;
     }
-    const layer = await store.seal(ov);
+    const layer = await this.#withManifest((onData) => store.seal(ov, { onData }), (l) => l);
     rec.chain.push(describe(layer));
     rec.overlay = null;
     await this.records.save(rec);
@@ -884,9 +886,25 @@ export class DeviceAgent {
     }
   }
 
+  /**
+   * Seals with the layer's upload manifest built in the seal's own read pass (BLAKE3 per piece beside its
+   * SHA-256), so the replicate or check-in that follows does not read the layer again.
+   */
+  async #withManifest<T>(seal: (onData: (data: Buffer) => void) => Promise<T>, layerOf: (r: T) => ObjectInfo): Promise<T> {
+    const { ManifestBuilder, ManifestCache } = await import('@roamdesk/transfer');
+    const builder = new ManifestBuilder();
+    const r = await seal((data) => builder.update(data));
+    const layer = layerOf(r);
+    const m = builder.finish(layer);
+    this.#manifests ??= new ManifestCache(null);
+    if (m.size === layer.size) await this.#manifests.put(m);
+    return r;
+  }
+
   async #sealLive(rec: LocalDesktop, store: Store, qmp: Parameters<Store['sealLive']>[1]['qmp'], activeNode: string): Promise<void> {
     if (rec.overlay === null) throw new DeviceError('DEVICE_ERR_STATE_INVALID', `the record of ${rec.name} has no overlay while its VM runs`, {});
-    const r = await store.sealLive(rec.overlay, { qmp, device: DISK_DEVICE, activeNode }, { label: 'local' });
+    const overlay = rec.overlay;
+    const r = await this.#withManifest((onData) => store.sealLive(overlay, { qmp, device: DISK_DEVICE, activeNode }, { label: 'local', onData }), (x) => x.layer);
     rec.chain.push(describe(r.layer));
     rec.overlay = r.overlay;
     await this.records.save(rec);
@@ -959,6 +977,7 @@ export class DeviceAgent {
       const { uploadObjects } = await import('@roamdesk/transfer');
       return await uploadObjects({
         store: await this.store(), remote: { apiBase: api.apiBase, token: id.credential }, objects: pending,
+        ...(this.#manifests !== undefined ? { manifests: this.#manifests } : {}),
         ...(signal !== undefined ? { signal } : {}),
         onProgress: (p) => {
           step('upload', p, pending);
