@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { connect } from 'node:net';
-import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -422,6 +422,37 @@ describe('transfer engine end to end', () => {
     assert.equal(r.objects[0]?.piecesResumed, 1);
     assert.equal(r.objects[0]?.piecesSent, manifest.pieces.length - 1);
     assert.ok(identical(s.objectPath(mine.id), serverObject(mine.id)));
+  });
+
+  it('a server start removes uploads nobody added to for transfer.uploadTtlSeconds, and keeps the others', async () => {
+    const data = file('server-ttl');
+    let h = await boot(data);
+    try {
+      const token = await login(h);
+      const start = async (tag: number) => {
+        const bytes = Buffer.alloc(4 * MiB, tag);
+        await writeFile(file(`ttl-${tag}`), bytes);
+        const m = await computeManifest(file(`ttl-${tag}`), { id: String(tag).repeat(64), kind: 'image', parent: null, virtualSize: 4 * MiB });
+        const { uploadId } = (await api(h, 'POST', '/uploads', token, { manifest: m })).json<{ uploadId: string }>();
+        const frame = Buffer.concat([encodeFrameHeader({ index: 0, encoding: 0, payloadLength: bytes.length, rawLength: bytes.length }), bytes, END]);
+        assert.deepEqual(statuses(await upgradedPut(h.url, upgradeHead(uploadId, token), frame)), [101, 200]);
+        return uploadId;
+      };
+      const old = await start(1);
+      const recent = await start(2);
+      await h.close();
+      // Eight days without a byte added (the default TTL is seven).
+      const dir = join(data, 'store', 'incoming', `up-${old}`);
+      const then = new Date(Date.now() - 8 * 24 * 3600 * 1000);
+      for (const f of await readdir(dir)) await utimes(join(dir, f), then, then);
+      h = await boot(data);
+      const t2 = await login(h);
+      assert.deepEqual((await readdir(join(data, 'store', 'incoming'))).sort(), [`up-${recent}`]);
+      assert.equal((await api(h, 'GET', `/uploads/${old}`, t2)).statusCode, 404);
+      assert.equal((await api(h, 'GET', `/uploads/${recent}`, t2)).json<{ piecesVerified: number }>().piecesVerified, 1);
+    } finally {
+      await h.close();
+    }
   });
 
   it('refuses hostile uploads and leaves the server unchanged', async () => {

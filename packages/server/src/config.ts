@@ -47,6 +47,17 @@ export const ServerConfigSchema = Type.Object(
     ),
     /** Trust X-Forwarded-For (only behind a reverse proxy): it decides which address login limits count. */
     trustProxy: Type.Boolean({ default: false }),
+    /** Object transfers between the server and devices. */
+    transfer: Type.Object(
+      {
+        /**
+         * An upload (replicate, check-in) nobody added to for this long is deleted with its pieces: the device
+         * went away for good, or will start that object again. As long as the offline lease by default.
+         */
+        uploadTtlSeconds: Type.Integer({ minimum: 3600, maximum: 366 * 24 * 3600, default: 7 * 24 * 3600 }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     /** Lease policy (check-out, offline use, rollback). */
     lease: Type.Object(
       {

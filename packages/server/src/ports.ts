@@ -173,6 +173,8 @@ export interface ObjectTransfer {
   openUpgradedUpload(owner: string, uploadId: string): Promise<(socket: Socket, head: Buffer, answerError: (e: unknown) => { status: number; body: unknown }) => Promise<void>>;
   completeUpload(owner: string, uploadId: string): Promise<StoredObjectInfo>;
   abandonUpload(owner: string, uploadId: string): Promise<void>;
+  /** Removes uploads untouched since `cutoffMs` (epoch ms) and not receiving; says what went. */
+  expireUploads(cutoffMs: number): Promise<Array<{ uploadId: string; owner: string | null; bytes: number; lastActivity: string }>>;
   close(): Promise<void>;
 }
 

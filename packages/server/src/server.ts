@@ -58,6 +58,8 @@ export interface ServerHandle {
 export const systemClock: Clock = { now: () => Date.now() };
 export const randomIds: Ids = { uuid: () => randomUUID() };
 
+const UPLOAD_SWEEP_MS = 3600_000;
+
 async function prepareDataDir(paths: DataPaths): Promise<void> {
   for (const dir of [paths.root, paths.store, paths.vms, paths.uploads]) {
     await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -79,6 +81,7 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
   let runtime: DesktopRuntime | undefined;
   let transfer: ObjectTransfer | undefined;
   let unwatch: (() => void) | undefined;
+  let sweeper: NodeJS.Timeout | undefined;
   try {
     const applied = await migrateToLatest(db);
     if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
@@ -107,6 +110,20 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
     // From now on a VM that ends by itself (guest power-off, crash) moves its desktop to stopped/error.
     unwatch = await followRuntimeExits(createContext(deps), (c) => logger.info(c, 'desktop VM ended'));
 
+    // An upload a device abandoned would hold its pieces on disk forever: swept now and every hour.
+    const uploads = transfer;
+    const sweepUploads = async (): Promise<void> => {
+      try {
+        const cutoff = deps.clock.now() - config.transfer.uploadTtlSeconds * 1000;
+        for (const u of await uploads.expireUploads(cutoff)) logger.info(u, 'abandoned upload removed');
+      } catch (err) {
+        logger.warn({ err }, 'removing abandoned uploads failed');
+      }
+    };
+    await sweepUploads();
+    sweeper = setInterval(() => void sweepUploads(), UPLOAD_SWEEP_MS);
+    sweeper.unref();
+
     app = await buildApp(deps);
     const { host, port } = parseListen(config.listen);
     const url = await app.listen({ host, port });
@@ -124,6 +141,7 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
         unwatch?.();
+        clearInterval(sweeper);
         try {
           await listening.close();
         } finally {
@@ -146,6 +164,7 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
     return handle;
   } catch (err) {
     unwatch?.();
+    clearInterval(sweeper);
     await app?.close().catch(() => {});
     await runtime?.close?.().catch(() => {});
     await transfer?.close().catch(() => {});

@@ -10,7 +10,7 @@ export { CompressionController, type CompressionMode } from './adaptive.ts';
 export { downloadObjects, type DownloadOptions } from './download.ts';
 export type { TransferOptions, TransferTuning } from './run.ts';
 export { uploadObjects, type UploadOptions } from './upload.ts';
-export { UploadRegistry, type PieceSink, type UploadLimits } from './upload-registry.ts';
+export { type ExpiredUpload, UploadRegistry, type PieceSink, type UploadLimits } from './upload-registry.ts';
 export { receiveUpgraded, type UpgradedReceiveOptions } from './upgraded-receiver.ts';
 export { ObjectServer, type PiecesRequest } from './object-server.ts';
 export { rawStreamLength } from './sender.ts';

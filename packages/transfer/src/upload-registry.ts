@@ -11,7 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { ObjectInfo, Store } from '@roamdesk/store';
@@ -43,9 +43,20 @@ export interface PieceSink {
   dispose(): void;
 }
 
+/** An upload nobody touched for too long, removed by UploadRegistry.expire. */
+export interface ExpiredUpload {
+  readonly uploadId: string;
+  readonly owner: string | null;
+  /** Disk space it held. */
+  readonly bytes: number;
+  readonly lastActivity: string;
+}
+
 interface Open {
   readonly owner: string;
   readonly partial: PartialObject;
+  /** Streams being received into it right now (expire() leaves it alone meanwhile). */
+  receiving: number;
   /** The object's SHA-256, computed from the verified prefix on disk while pieces arrive (null: at complete). */
   hasher: ObjectHasher | null;
 }
@@ -93,7 +104,7 @@ export class UploadRegistry {
     const opening = (async (): Promise<Open> => {
       const partial = await PartialObject.open(dir, m);
       await writeFile(join(dir, 'owner'), owner, { mode: 0o600 });
-      return { owner, partial, hasher: null };
+      return { owner, partial, hasher: null, receiving: 0 };
     })();
     this.#open.set(uploadId, opening);
     opening.catch(() => this.#open.delete(uploadId));
@@ -132,6 +143,8 @@ export class UploadRegistry {
     const whole: Frame[] = [];
     const assembler = new FrameAssembler(pool, (f) => whole.push(f), streamPiecesInto(o.partial, { onPiece: () => this.#hashAhead(o) }));
     let decoded: Buffer | null = null;
+    let disposed = false;
+    o.receiving++;
     const drain = async (): Promise<void> => {
       for (let f = whole.shift(); f !== undefined; f = whole.shift()) {
         try {
@@ -155,6 +168,8 @@ export class UploadRegistry {
         return stateOf(uploadId, o.partial);
       },
       dispose() {
+        if (!disposed) o.receiving--;
+        disposed = true;
         assembler.dispose();
         for (const f of whole.splice(0)) f.release();
         if (decoded !== null) pool.give(decoded);
@@ -201,6 +216,50 @@ export class UploadRegistry {
     await o.partial.discard();
   }
 
+  /**
+   * Removes uploads whose files nobody changed since `cutoffMs` (epoch ms) and that are not receiving right now:
+   * a device that went away mid-upload leaves its verified pieces on the server's disk, and nothing else would
+   * ever delete them. A device that comes back later starts that object again from nothing.
+   */
+  async expire(cutoffMs: number): Promise<ExpiredUpload[]> {
+    const out: ExpiredUpload[] = [];
+    let names: string[];
+    try {
+      names = await readdir(this.store.incomingDir);
+    } catch {
+      return out;
+    }
+    for (const name of names) {
+      const uploadId = /^up-([0-9a-f]{32})$/.exec(name)?.[1];
+      if (uploadId === undefined) continue;
+      const dir = this.#dir(uploadId);
+      let last = 0;
+      let bytes = 0;
+      for (const f of await readdir(dir).catch(() => [])) {
+        const st = await stat(join(dir, f)).catch(() => null);
+        if (st === null) continue;
+        last = Math.max(last, st.mtimeMs);
+        bytes += st.blocks * 512;
+      }
+      if (last >= cutoffMs) continue;
+      const ownerFile = await readFile(join(dir, 'owner'), 'utf8').catch(() => null);
+      const opening = this.#open.get(uploadId);
+      const o = opening === undefined ? null : await opening.catch(() => null);
+      // Checked and taken out of #open with no await in between: a request arriving later reopens from disk.
+      if ((o !== null && o.receiving > 0) || this.#open.get(uploadId) !== opening) continue;
+      this.#open.delete(uploadId);
+      const owner = o?.owner ?? ownerFile;
+      if (o !== null) {
+        await this.#releaseHasher(o, (h) => h.cancel());
+        await o.partial.discard();
+      } else {
+        await rm(dir, { recursive: true, force: true });
+      }
+      out.push({ uploadId, owner, bytes, lastActivity: new Date(last).toISOString() });
+    }
+    return out;
+  }
+
   /** Closes open files (server shutdown); state stays on disk for the next start. */
   async close(): Promise<void> {
     const all = [...this.#open.values()];
@@ -240,7 +299,7 @@ export class UploadRegistry {
       const owned = await readFile(join(dir, 'owner'), 'utf8').catch(() => null);
       const m = await PartialObject.readManifest(dir);
       if (owned !== owner || m === null) throw notFound;
-      opening = PartialObject.open(dir, m).then((partial): Open => ({ owner, partial, hasher: null }));
+      opening = PartialObject.open(dir, m).then((partial): Open => ({ owner, partial, hasher: null, receiving: 0 }));
       this.#open.set(uploadId, opening);
       opening.catch(() => this.#open.delete(uploadId));
     }

@@ -83,6 +83,7 @@ export function transferAdapter(store: Store, manifestsDir: string): ObjectTrans
     },
     completeUpload: async (owner, uploadId) => describe(await uploads.complete(owner, uploadId)),
     abandonUpload: (owner, uploadId) => uploads.abandon(owner, uploadId),
+    expireUploads: (cutoffMs) => uploads.expire(cutoffMs),
     close: () => uploads.close(),
   };
 }
