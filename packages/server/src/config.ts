@@ -55,6 +55,8 @@ export const ServerConfigSchema = Type.Object(
          * went away for good, or will start that object again. As long as the offline lease by default.
          */
         uploadTtlSeconds: Type.Integer({ minimum: 3600, maximum: 366 * 24 * 3600, default: 7 * 24 * 3600 }),
+        /** Uploads one user may have in progress at once (a check-in sends at most lease.maxChainLength + 1 layers). */
+        maxUploadsPerUser: Type.Integer({ minimum: 1, maximum: 10_000, default: 64 }),
       },
       { default: {}, additionalProperties: false },
     ),

@@ -160,9 +160,10 @@ export interface ObjectTransfer {
   /**
    * Starts or resumes an upload. `mayRead`: whether the caller may read the object if the server holds it; if
    * not, the answer is the same as for an object the server lacks (every piece missing), so an upload cannot
-   * be used to learn which objects exist; completing it proves the caller holds the whole object.
+   * be used to learn which objects exist; completing it proves the caller holds the whole object. `maxOpen`: how
+   * many uploads the owner may have in progress (a new one beyond that is refused).
    */
-  beginUpload(owner: string, manifest: unknown, opts: { mayRead: boolean }): Promise<UploadStateView>;
+  beginUpload(owner: string, manifest: unknown, opts: { mayRead: boolean; maxOpen: number }): Promise<UploadStateView>;
   uploadState(owner: string, uploadId: string): Promise<UploadStateView>;
   receiveUpload(owner: string, uploadId: string, body: AsyncIterable<Buffer>): Promise<UploadStateView>;
   /**

@@ -29,6 +29,8 @@ const UPLOAD_ID = /^[0-9a-f]{32}$/;
 export interface UploadLimits {
   /** The largest file accepted for this manifest (the caller knows the parent's virtual size). */
   readonly maxBytes: number;
+  /** Uploads one owner may have in progress (each holds disk space until completed, abandoned or expired). */
+  readonly maxOpenPerOwner?: number;
 }
 
 /** A frame stream's receiving end (UploadRegistry.sink). */
@@ -92,6 +94,12 @@ export class UploadRegistry {
     if (opts.revealHeld && (await this.store.has(m.id))) return { uploadId: null, id: m.id, complete: true, piecesTotal: m.pieces.length, piecesVerified: m.pieces.length, missing: [] };
     const uploadId = UploadRegistry.uploadId(owner, m);
     const dir = this.#dir(uploadId);
+    if (limits.maxOpenPerOwner !== undefined && !(await exists(dir))) {
+      const open = await this.#countOwned(owner);
+      if (open >= limits.maxOpenPerOwner) {
+        throw new TransferError('XFER_ERR_UPLOAD', `${open} uploads of yours are in progress, the most allowed: finish or abandon one first (DELETE /uploads/:uploadId); unfinished uploads expire on their own`, { open, max: limits.maxOpenPerOwner });
+      }
+    }
     const existing = this.#open.get(uploadId);
     if (existing !== undefined) {
       const o = await existing;
@@ -155,10 +163,16 @@ export class UploadRegistry {
         }
       }
     };
+    // A caller may dispose while a drain still decodes into `decoded` (its peer went away): the buffer goes back
+    // to the pool only once that drain is over, or another upload could be handed it mid-write.
+    let draining: Promise<void> | null = null;
     return {
       push(chunk) {
         assembler.push(chunk);
-        return whole.length > 0 ? drain() : undefined;
+        if (whole.length === 0) return undefined;
+        const d = drain().finally(() => { draining = null; });
+        draining = d;
+        return d;
       },
       get ended() {
         return assembler.ended;
@@ -172,8 +186,12 @@ export class UploadRegistry {
         disposed = true;
         assembler.dispose();
         for (const f of whole.splice(0)) f.release();
-        if (decoded !== null) pool.give(decoded);
-        decoded = null;
+        const giveBack = (): void => {
+          if (decoded !== null) pool.give(decoded);
+          decoded = null;
+        };
+        if (draining === null) giveBack();
+        else void draining.then(giveBack, giveBack);
       },
     };
   }
@@ -186,7 +204,13 @@ export class UploadRegistry {
       throw new TransferError('XFER_ERR_UPLOAD', `${m.pieces.length - o.partial.verifiedPieces} of ${m.pieces.length} pieces are still missing`, { missing: toRanges(o.partial.missing()) });
     }
     this.#open.delete(uploadId);
-    const path = await o.partial.finish();
+    let path: string;
+    try {
+      path = await o.partial.finish();
+    } catch (e) {
+      await this.#releaseHasher(o, (h) => h.cancel());
+      throw e;
+    }
     // The digest of the bytes on disk, if a hasher followed the upload (a failed hasher only costs the re-hash).
     const hashed = o.hasher === null ? null : await this.#releaseHasher(o, (h) => h.digest(m.size)).catch(() => null);
     try {
@@ -267,6 +291,16 @@ export class UploadRegistry {
     for (const p of all) await p.then(async (o) => { await this.#releaseHasher(o, (h) => h.cancel()); await o.partial.close(); }, () => undefined);
   }
 
+  /** How many upload directories `owner` has (open or only on disk). */
+  async #countOwned(owner: string): Promise<number> {
+    let n = 0;
+    for (const name of await readdir(this.store.incomingDir).catch(() => [])) {
+      if (!name.startsWith('up-')) continue;
+      if ((await readFile(join(this.store.incomingDir, name, 'owner'), 'utf8').catch(() => null)) === owner) n++;
+    }
+    return n;
+  }
+
   /** Lets the upload's hasher read on up to the verified prefix (starting one while fewer than MAX_HASHERS run). */
   #hashAhead(o: Open): void {
     if (o.hasher === null) {
@@ -307,6 +341,10 @@ export class UploadRegistry {
     if (o.owner !== owner) throw notFound;
     return o;
   }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
 }
 
 async function sha256File(path: string): Promise<string> {

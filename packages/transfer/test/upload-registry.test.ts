@@ -65,3 +65,24 @@ describe('UploadRegistry.expire', () => {
     await restarted.close();
   });
 });
+
+describe('UploadRegistry.begin: uploads in progress per owner', () => {
+  it('refuses a new upload beyond the limit, still resumes one in progress, and counts per owner', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'roamdesk-uploads-cap-'));
+    try {
+      const registry = new UploadRegistry(await Store.open(join(root, 'store')));
+      const limits = { ...LIMITS, maxOpenPerOwner: 2 };
+      const [a, b, c] = [upload(), upload(), upload()];
+      const first = (await registry.begin('uma', a.manifest, limits)).uploadId;
+      await registry.begin('uma', b.manifest, limits);
+      await assert.rejects(registry.begin('uma', c.manifest, limits), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_UPLOAD' && e.data['max'] === 2);
+      assert.equal((await registry.begin('uma', a.manifest, limits)).uploadId, first, 'resuming is not a new upload');
+      assert.ok((await registry.begin('ole', c.manifest, limits)).uploadId !== null, 'another owner has their own count');
+      await registry.abandon('uma', first!);
+      assert.ok((await registry.begin('uma', c.manifest, limits)).uploadId !== null, 'room again after abandoning one');
+      await registry.close();
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});

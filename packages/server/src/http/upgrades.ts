@@ -38,7 +38,12 @@ export function routeUpgrades(app: FastifyInstance, websockets: EventEmitter): v
     res.assignSocket(socket);
     // Answered without switching (refused, or an error before the 101): nothing else travels on it.
     res.on('finish', () => socket.end());
-    app.routing(req, res);
+    try {
+      app.routing(req, res);
+    } catch (err) {
+      app.log.warn({ err }, 'upgraded request failed');
+      socket.destroy();
+    }
   });
 }
 

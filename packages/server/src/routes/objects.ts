@@ -99,7 +99,7 @@ export const objectRoutes: RoutePlugin = (ctx: AppContext) => (app, _options, do
       if (manifest.kind === 'image' && caller.role !== 'admin') throw new ApiError('FORBIDDEN', 'only administrators upload images');
       if (manifest.parent !== null) await readableObject(ctx, caller, manifest.parent);
       const mayRead = await readableObject(ctx, caller, manifest.id).then(() => true, () => false);
-      return ctx.transfer.beginUpload(caller.userId, manifest, { mayRead });
+      return ctx.transfer.beginUpload(caller.userId, manifest, { mayRead, maxOpen: ctx.config.transfer.maxUploadsPerUser });
     },
   );
 

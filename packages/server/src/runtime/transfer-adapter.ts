@@ -63,7 +63,7 @@ export function transferAdapter(store: Store, manifestsDir: string): ObjectTrans
         virtualSize = parent.virtualSize;
       }
       const maxBytes = Math.ceil(virtualSize * 1.05) + 64 * 1024 * 1024;
-      return view(await uploads.begin(owner, manifest, { maxBytes }, { revealHeld: opts.mayRead }));
+      return view(await uploads.begin(owner, manifest, { maxBytes, maxOpenPerOwner: opts.maxOpen }, { revealHeld: opts.mayRead }));
     },
     uploadState: async (owner, uploadId) => view(await uploads.state(owner, uploadId)),
     receiveUpload: async (owner, uploadId, body) => view(await uploads.receive(owner, uploadId, body)),
