@@ -13,7 +13,7 @@ import { hasOwnClusters } from './allocation.ts';
 import { discard, fsyncDir } from './durable.ts';
 import { ChainBrokenError, ObjectInUseError, ObjectNotFoundError, ParentMissingError } from './errors.ts';
 import { exportChain, type ExportOptions } from './export.ts';
-import { readHeader } from './header-io.ts';
+import { readBackingName, readHeader } from './header-io.ts';
 import { assertObjectId, idFromObjectFileName, isOverlayFileName, isTempFileName, newOverlayFileName, objectFileName, type ObjectId } from './ids.ts';
 import { importDifference, type DifferenceOptions } from './difference.ts';
 import { importImage, importLayer, type ImportImageOptions, type ImportOptions } from './import.ts';
@@ -223,9 +223,8 @@ export class Store {
     for (const entry of await readdir(this.#layout.objectsDir)) {
       const other = idFromObjectFileName(entry);
       if (other === id || (other === null && !isOverlayFileName(entry))) continue;
-      // The header is the truth for what a file depends on (a sidecar could be missing).
-      const header = await readHeader(join(this.#layout.objectsDir, entry)).catch(() => null);
-      if (header?.backing?.name === name) dependents.push(entry);
+      // The header is the truth for what a file depends on (a sidecar could be missing); only its name field is read.
+      if ((await readBackingName(join(this.#layout.objectsDir, entry)).catch(() => null)) === name) dependents.push(entry);
     }
     if (dependents.length > 0) throw new ObjectInUseError(id, dependents);
     await unlink(this.#layout.objectPath(id));

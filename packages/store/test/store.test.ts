@@ -13,6 +13,7 @@ import {
 import {
   haveQemuImg, haveQemuIo, mustSh, poke, recordingQemuImg, setIncompatibleBits, sh, sha256File, snapshotDir, tempDir,
 } from './helpers.ts';
+import { readBackingName, readHeader } from '../src/header-io.ts';
 
 const MiB = 1024 * 1024;
 
@@ -279,5 +280,41 @@ describe('importLayer with hostile layers', { skip: haveQemuImg ? false : 'qemu-
     await assert.rejects(store.importLayer(cases[0]![1], '../../etc'), InvalidObjectIdError);
     assert.deepEqual((await calls()).slice(callsBefore), [], 'no qemu-img call for any hostile layer');
     assert.deepEqual(await snapshotDir(store.root), before, 'nothing published, no temp files left');
+  });
+});
+
+describe('readBackingName (the name field alone, for dependency scans)', { skip: haveQemuImg ? false : 'qemu-img not installed' }, () => {
+  it('agrees with the full header parse, finds a name past the first 4 KiB, and says null for anything odd', async () => {
+    const dir = await tempDir('roamdesk-backing-');
+    try {
+      const file = (n: string) => join(dir, n);
+      mustSh('qemu-img', ['create', '-q', '-f', 'qcow2', file('base.qcow2'), '16M']);
+      mustSh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', file('top.qcow2'), '16M']);
+      mustSh('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'base.qcow2', '-F', 'qcow2', file('v2.qcow2'), '16M']);
+      for (const n of ['base.qcow2', 'top.qcow2', 'v2.qcow2']) {
+        assert.equal(await readBackingName(file(n)), (await readHeader(file(n))).backing?.name ?? null, n);
+      }
+      assert.equal(await readBackingName(file('top.qcow2')), 'base.qcow2');
+
+      // The same name moved to byte 5000 (still inside the 64 KiB first cluster).
+      await cp(file('top.qcow2'), file('far.qcow2'));
+      await poke(file('far.qcow2'), 8, [0, 0, 0, 0, 0, 0, 0x13, 0x88]);
+      await poke(file('far.qcow2'), 5000, [...Buffer.from('other.qcow2')]);
+      await poke(file('far.qcow2'), 16, [0, 0, 0, 11]);
+      assert.equal(await readBackingName(file('far.qcow2')), 'other.qcow2');
+      assert.equal((await readHeader(file('far.qcow2'))).backing?.name, 'other.qcow2');
+
+      // Odd inputs: not qcow2, a name longer than the spec allows, a name outside the first cluster.
+      await writeFile(file('raw'), Buffer.alloc(8192, 1));
+      assert.equal(await readBackingName(file('raw')), null);
+      await cp(file('top.qcow2'), file('long.qcow2'));
+      await poke(file('long.qcow2'), 16, [0, 0, 4, 0]);
+      assert.equal(await readBackingName(file('long.qcow2')), null);
+      await cp(file('top.qcow2'), file('outside.qcow2'));
+      await poke(file('outside.qcow2'), 8, [0, 0, 0, 0, 0, 1, 0, 0]);
+      assert.equal(await readBackingName(file('outside.qcow2')), null);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
