@@ -16,6 +16,7 @@ import { migrateToLatest } from '../src/db/migrations.ts';
 import type { Database } from '../src/db/schema.ts';
 import { openSqlite } from '../src/db/sqlite.ts';
 import type { PasswordHasher } from '../src/ports.ts';
+import { ManifestCache } from '@roamdesk/transfer';
 import { transferAdapter } from '../src/runtime/transfer-adapter.ts';
 import { FakeClock, FakeRuntime, FakeStore, SeqIds } from './fakes.ts';
 
@@ -69,7 +70,7 @@ export async function createTestApp(
     },
   };
   // A real transfer engine over a real (initially empty) store: object endpoints are tested against real bytes.
-  const transfer = transferAdapter(await Store.open(paths.store), paths.manifests);
+  const transfer = transferAdapter(await Store.open(paths.store), new ManifestCache(paths.manifests));
   const deps: AppDeps = { db, store, transfer, runtime, clock, ids, hasher, config, logger: pino({ level: 'silent' }) };
   await ensureInitialAdmin(deps, ADMIN_PASSWORD);
   const app = await buildApp(deps);

@@ -21,6 +21,7 @@ import { migrateToLatest } from '../src/db/migrations.ts';
 import type { Database } from '../src/db/schema.ts';
 import { openSqlite } from '../src/db/sqlite.ts';
 import { storeAdapter } from '../src/runtime/store-adapter.ts';
+import { ManifestCache } from '@roamdesk/transfer';
 import { transferAdapter } from '../src/runtime/transfer-adapter.ts';
 import { FakeClock, FakeRuntime, SeqIds } from './fakes.ts';
 import { ADMIN_PASSWORD, errorCode, testHasher, USER_PASSWORD } from './harness.ts';
@@ -99,7 +100,7 @@ describe('image versions as layers (real store and qemu-img)', { skip: haveTools
     await migrateToLatest(db);
     store = await Store.open(paths.store);
     const deps = {
-      db, store: storeAdapter(store), transfer: transferAdapter(store, paths.manifests), runtime: new FakeRuntime(), clock: new FakeClock(), ids: new SeqIds(), hasher: testHasher, config,
+      db, store: storeAdapter(store), transfer: transferAdapter(store, new ManifestCache(paths.manifests)), runtime: new FakeRuntime(), clock: new FakeClock(), ids: new SeqIds(), hasher: testHasher, config,
       logger: pino({ level: 'silent' }),
     };
     await ensureInitialAdmin(deps, ADMIN_PASSWORD);

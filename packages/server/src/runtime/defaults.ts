@@ -3,6 +3,7 @@
 // shared by the ObjectStore port and the QEMU runtime over `<data>/vms`.
 
 import { Store } from '@roamdesk/store';
+import { ManifestCache } from '@roamdesk/transfer';
 import type { DataPaths } from '../config.ts';
 import type { ObjectStore, ObjectTransfer } from '../ports.ts';
 import { QemuRuntime } from './qemu-runtime.ts';
@@ -18,9 +19,11 @@ export interface DefaultEngines {
 export function defaultEngines(paths: DataPaths): DefaultEngines {
   let opened: Promise<Store> | undefined;
   const open = () => (opened ??= Store.open(paths.store));
+  // One cache for both: a seal leaves the new layer's manifest where the transfer endpoints look.
+  const manifests = new ManifestCache(paths.manifests);
   return {
-    store: async () => storeAdapter(await open()),
+    store: async () => storeAdapter(await open(), manifests),
     runtime: async () => new QemuRuntime({ store: await open(), vmsDir: paths.vms, tmpDir: paths.uploads }),
-    transfer: async () => transferAdapter(await open(), paths.manifests),
+    transfer: async () => transferAdapter(await open(), manifests),
   };
 }

@@ -1,8 +1,8 @@
-// @roamdesk/transfer over the server's store as the ObjectTransfer port: manifests cached under
-// `<data>/manifests` (objects never change), uploads held in the store's incoming/ directory.
+// @roamdesk/transfer over the server's store as the ObjectTransfer port: manifests cached in `manifests`
+// (under `<data>/manifests`; objects never change), uploads held in the store's incoming/ directory.
 
 import type { ObjectInfo, Store } from '@roamdesk/store';
-import { BufferPool, DEFAULT_PIECE_SIZE, ManifestCache, ObjectServer, receiveUpgraded, TransferError, UploadRegistry, type UploadState } from '@roamdesk/transfer';
+import { BufferPool, DEFAULT_PIECE_SIZE, type ManifestCache, ObjectServer, receiveUpgraded, TransferError, UploadRegistry, type UploadState } from '@roamdesk/transfer';
 import type { ObjectTransfer, StoredObjectInfo, UploadStateView } from '../ports.ts';
 
 /** One read of an upgraded upload connection at most; the buffers are pooled (fresh memory is slow here). */
@@ -24,8 +24,8 @@ function view(s: UploadState): UploadStateView {
   return { ...s, missing: s.missing.map(([a, b]) => [a, b]) };
 }
 
-export function transferAdapter(store: Store, manifestsDir: string): ObjectTransfer {
-  const objects = new ObjectServer(store, new ManifestCache(manifestsDir));
+export function transferAdapter(store: Store, manifests: ManifestCache): ObjectTransfer {
+  const objects = new ObjectServer(store, manifests);
   const uploads = new UploadRegistry(store);
   const chains = new Map<string, StoredObjectInfo[]>();
   const readBuffers = new BufferPool(UPGRADED_READ_BYTES);
