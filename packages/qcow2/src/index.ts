@@ -1,6 +1,7 @@
 // @roamdesk/qcow2: pure qcow2 header parsing and the policy for untrusted layers and imported images.
 // No I/O: callers read the leading bytes (QCOW2_MAX_HEADER_BYTES, or the whole file if smaller) themselves.
 
+export { backingNameField } from './backing-field.ts';
 export { detectImageFormat } from './detect.ts';
 export { parseQcow2Header } from './header.ts';
 export {

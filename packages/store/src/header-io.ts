@@ -1,7 +1,7 @@
 /** Reads and parses a qcow2 header from a file, in TypeScript, before any QEMU tool opens the file. */
 import { type FileHandle, open } from 'node:fs/promises';
 
-import { detectImageFormat, parseQcow2Header, QCOW2_MAX_HEADER_BYTES, type ImageFormat, type Qcow2Header } from '@roamdesk/qcow2';
+import { backingNameField, detectImageFormat, parseQcow2Header, QCOW2_MAX_HEADER_BYTES, type ImageFormat, type Qcow2Header } from '@roamdesk/qcow2';
 
 export interface LeadingBytes {
   readonly bytes: Uint8Array;
@@ -51,34 +51,25 @@ export async function readHeader(path: string): Promise<Qcow2Header> {
   return parseHeader(await readLeadingBytesOf(path));
 }
 
-/** Enough for the fixed header fields and, with the default 64 KiB clusters, the backing name too. */
+/** Enough for the header's fixed fields and, with the default 64 KiB clusters, the backing name too. */
 const BACKING_PROBE_BYTES = 4096;
-const QCOW2_MAGIC = 0x514649fb;
 
 /**
- * The backing file name of the qcow2 file at `path`, reading only the bytes that hold it: null when it has
- * none or is not a qcow2 file whose name field is sane. For questions like "does anything depend on X" asked
- * of every file in the store, where a full header read (up to 2 MiB each) made one removal cost gigabytes of
- * reads. Fields as in the qcow2 spec: magic at byte 0, version at 4, backing_file_offset (u64) at 8,
- * backing_file_size (u32) at 16, cluster_bits at 20; the name lies inside the first cluster.
+ * The backing file name of the qcow2 file at `path`, reading only the bytes that hold it (backingNameField):
+ * null when it has none or is not a qcow2 file whose name field is sane. For "does anything depend on X" asked
+ * of every file in the store, where a full header read (up to 2 MiB each) made one removal cost gigabytes.
  */
 export async function readBackingName(path: string): Promise<string | null> {
   const fh = await open(path, 'r');
   try {
     const head = Buffer.alloc(BACKING_PROBE_BYTES);
     const got = await readAt(fh, head, 0);
-    if (got < 24 || head.readUInt32BE(0) !== QCOW2_MAGIC) return null;
-    const version = head.readUInt32BE(4);
-    const offset = head.readBigUInt64BE(8);
-    const size = head.readUInt32BE(16);
-    const clusterBits = head.readUInt32BE(20);
-    if ((version !== 2 && version !== 3) || offset === 0n || size === 0 || size > 1023 || clusterBits < 9 || clusterBits > 21) return null;
-    const end = offset + BigInt(size);
-    if (end > 1n << BigInt(clusterBits)) return null;
-    const at = Number(offset);
-    if (end <= BigInt(got)) return head.toString('utf8', at, at + size);
+    const field = backingNameField(head.subarray(0, got));
+    if (field === null) return null;
+    const { offset, size } = field;
+    if (offset + size <= got) return head.toString('utf8', offset, offset + size);
     const name = Buffer.alloc(size);
-    return (await readAt(fh, name, at)) === size ? name.toString('utf8') : null;
+    return (await readAt(fh, name, offset)) === size ? name.toString('utf8') : null;
   } finally {
     await fh.close();
   }

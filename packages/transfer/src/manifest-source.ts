@@ -67,6 +67,22 @@ export class ManifestBuilder {
   }
 }
 
+/**
+ * Runs `seal` with a ManifestBuilder watching its read pass, and keeps the layer's manifest in `cache`: the
+ * upload (device) or download (server) that follows then does not read the layer again. Only a cache: a
+ * failure to keep it costs a later recomputation, never the seal.
+ */
+export async function sealWithManifest<T>(
+  cache: ManifestCache, seal: (onData: (data: Buffer) => void) => Promise<T>, layerOf: (r: T) => ObjectMeta & { size: number },
+): Promise<T> {
+  const builder = new ManifestBuilder();
+  const r = await seal((data) => builder.update(data));
+  const layer = layerOf(r);
+  const m = builder.finish(layer);
+  if (m.size === layer.size) await cache.put(m).catch(() => undefined);
+  return r;
+}
+
 /** Manifests kept in memory: every piece request needs one, and parsing a large one per request adds up. */
 const MEMORY_ENTRIES = 64;
 

@@ -25,6 +25,8 @@ import { PartialObject, streamPiecesInto } from './partial-object.ts';
 import { toRanges, type UploadState } from './protocol.ts';
 
 const UPLOAD_ID = /^[0-9a-f]{32}$/;
+/** An upload's directory under incoming/ (see #dir). */
+const UPLOAD_DIR = /^up-([0-9a-f]{32})$/;
 
 export interface UploadLimits {
   /** The largest file accepted for this manifest (the caller knows the parent's virtual size). */
@@ -94,10 +96,10 @@ export class UploadRegistry {
     if (opts.revealHeld && (await this.store.has(m.id))) return { uploadId: null, id: m.id, complete: true, piecesTotal: m.pieces.length, piecesVerified: m.pieces.length, missing: [] };
     const uploadId = UploadRegistry.uploadId(owner, m);
     const dir = this.#dir(uploadId);
-    if (limits.maxOpenPerOwner !== undefined && !(await exists(dir))) {
-      const open = await this.#countOwned(owner);
-      if (open >= limits.maxOpenPerOwner) {
-        throw new TransferError('XFER_ERR_UPLOAD', `${open} uploads of yours are in progress, the most allowed: finish or abandon one first (DELETE /uploads/:uploadId); unfinished uploads expire on their own`, { open, max: limits.maxOpenPerOwner });
+    if (limits.maxOpenPerOwner !== undefined) {
+      const owned = await this.#owned(owner);
+      if (!owned.has(uploadId) && owned.size >= limits.maxOpenPerOwner) {
+        throw new TransferError('XFER_ERR_UPLOAD', `${owned.size} uploads of yours are in progress, the most allowed: finish or abandon one first (DELETE /uploads/:uploadId); unfinished uploads expire on their own`, { open: owned.size, max: limits.maxOpenPerOwner });
       }
     }
     const existing = this.#open.get(uploadId);
@@ -254,7 +256,7 @@ export class UploadRegistry {
       return out;
     }
     for (const name of names) {
-      const uploadId = /^up-([0-9a-f]{32})$/.exec(name)?.[1];
+      const uploadId = UPLOAD_DIR.exec(name)?.[1];
       if (uploadId === undefined) continue;
       const dir = this.#dir(uploadId);
       let last = 0;
@@ -291,14 +293,15 @@ export class UploadRegistry {
     for (const p of all) await p.then(async (o) => { await this.#releaseHasher(o, (h) => h.cancel()); await o.partial.close(); }, () => undefined);
   }
 
-  /** How many upload directories `owner` has (open or only on disk). */
-  async #countOwned(owner: string): Promise<number> {
-    let n = 0;
+  /** The uploads `owner` has in progress (open or only on disk). */
+  async #owned(owner: string): Promise<Set<string>> {
+    const ids = new Set<string>();
     for (const name of await readdir(this.store.incomingDir).catch(() => [])) {
-      if (!name.startsWith('up-')) continue;
-      if ((await readFile(join(this.store.incomingDir, name, 'owner'), 'utf8').catch(() => null)) === owner) n++;
+      const uploadId = UPLOAD_DIR.exec(name)?.[1];
+      if (uploadId === undefined) continue;
+      if ((await readFile(join(this.#dir(uploadId), 'owner'), 'utf8').catch(() => null)) === owner) ids.add(uploadId);
     }
-    return n;
+    return ids;
   }
 
   /** Lets the upload's hasher read on up to the verified prefix (starting one while fewer than MAX_HASHERS run). */
@@ -341,10 +344,6 @@ export class UploadRegistry {
     if (o.owner !== owner) throw notFound;
     return o;
   }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
 }
 
 async function sha256File(path: string): Promise<string> {

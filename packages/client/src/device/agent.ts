@@ -891,14 +891,9 @@ export class DeviceAgent {
    * SHA-256), so the replicate or check-in that follows does not read the layer again.
    */
   async #withManifest<T>(seal: (onData: (data: Buffer) => void) => Promise<T>, layerOf: (r: T) => ObjectInfo): Promise<T> {
-    const { ManifestBuilder, ManifestCache } = await import('@roamdesk/transfer');
-    const builder = new ManifestBuilder();
-    const r = await seal((data) => builder.update(data));
-    const layer = layerOf(r);
-    const m = builder.finish(layer);
+    const { ManifestCache, sealWithManifest } = await import('@roamdesk/transfer');
     this.#manifests ??= new ManifestCache(null);
-    if (m.size === layer.size) await this.#manifests.put(m);
-    return r;
+    return sealWithManifest(this.#manifests, seal, layerOf);
   }
 
   async #sealLive(rec: LocalDesktop, store: Store, qmp: Parameters<Store['sealLive']>[1]['qmp'], activeNode: string): Promise<void> {

@@ -4,7 +4,7 @@
 // `manifests`, the cache the transfer endpoints serve from: the device asks for it right after.
 
 import { ObjectNotFoundError, type Store } from '@roamdesk/store';
-import { ManifestBuilder, type ManifestCache } from '@roamdesk/transfer';
+import { type ManifestCache, sealWithManifest } from '@roamdesk/transfer';
 import type { ObjectStore } from '../ports.ts';
 
 export function storeAdapter(store: Store, manifests: ManifestCache | null = null): ObjectStore {
@@ -13,15 +13,7 @@ export function storeAdapter(store: Store, manifests: ManifestCache | null = nul
     createOverlay: (parentId, options) => store.createOverlay(parentId, options),
     importDifference: (parentId, targetId) => store.importDifference(parentId, targetId),
     has: (id) => store.has(id),
-    async seal(overlay) {
-      if (manifests === null) return store.seal(overlay);
-      const builder = new ManifestBuilder();
-      const layer = await store.seal(overlay, { onData: (data) => builder.update(data) });
-      const m = builder.finish(layer);
-      // Only a cache: the transfer endpoints compute it themselves if this is missing.
-      if (m.size === layer.size) await manifests.put(m).catch(() => undefined);
-      return layer;
-    },
+    seal: (overlay) => (manifests === null ? store.seal(overlay) : sealWithManifest(manifests, (onData) => store.seal(overlay, { onData }), (l) => l)),
     async remove(id) {
       try {
         await store.remove(id);
