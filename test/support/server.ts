@@ -16,12 +16,13 @@ export interface DesktopBody {
   desktop: { id: string; name: string; state: string };
 }
 
-/** `listen`: to come back on the same address after a restart; `lease`: the lease policy (server config). */
-export async function boot(dataDir: string, opts: { listen?: string; lease?: Record<string, unknown> } = {}): Promise<ServerHandle> {
+/** `listen`: to come back on the same address after a restart; `lease`: the lease policy; `tls`: serve HTTPS (server config). */
+export async function boot(dataDir: string, opts: { listen?: string; lease?: Record<string, unknown>; tls?: { certFile: string; keyFile: string } } = {}): Promise<ServerHandle> {
   return startServer(
     {
       dataDir, listen: opts.listen ?? '127.0.0.1:0', adminPassword: ADMIN, logLevel: 'silent', stopTimeoutMs: 30_000, passwordHash: { memoryKiB: 256, iterations: 1 },
       ...(opts.lease !== undefined ? { lease: opts.lease } : {}),
+      ...(opts.tls !== undefined ? { tls: opts.tls } : {}),
     },
     { handleSignals: false },
   );

@@ -307,6 +307,9 @@ describe('roamdesk remote commands', () => {
     assert.equal((await roamdesk(home, ['start'])).code, 2);
     assert.equal((await roamdesk(home, ['logs', 'work', '--tail', '-5'])).code, 2);
     assert.equal((await roamdesk(home, ['login', url])).code, 2);
+    const halfTls = await roamdesk(home, ['server', '--data', join(home, 'never'), '--tls-cert', join(home, 'cert.pem')]);
+    assert.equal(halfTls.code, 2);
+    assert.match(halfTls.stderr, /--tls-cert and --tls-key go together/);
   });
 
   it('logout revokes the token; the next command says to log in', async () => {

@@ -3,6 +3,8 @@
 // server's code, message and data; anything else the server says becomes CLIENT_ERR_BAD_RESPONSE.
 
 import { API_PREFIX } from '@roamdesk/api/core';
+// The errors module alone: the transfer engine itself loads only when a transfer runs.
+import { isUntrustedCertificate, UNTRUSTED_CERTIFICATE_HINT } from '@roamdesk/transfer/errors';
 
 import { ApiError, ClientError } from './errors.ts';
 
@@ -132,6 +134,9 @@ export function unreachable(server: string, method: string, url: string, err: un
   }
   const code = causeCode(err);
   const why = code ?? (err instanceof Error && err.cause instanceof Error ? err.cause.message : String(err));
+  if (isUntrustedCertificate(code)) {
+    return new ClientError('CLIENT_ERR_UNREACHABLE', `cannot reach the Roamdesk server at ${server}: its TLS certificate is not trusted (${why})`, { url, server, cause: code, hint: UNTRUSTED_CERTIFICATE_HINT }, { cause: err });
+  }
   return new ClientError(
     'CLIENT_ERR_UNREACHABLE',
     `cannot reach the Roamdesk server at ${server} (${why})`,

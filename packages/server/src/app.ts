@@ -14,6 +14,7 @@ import { generatePassword } from './auth/secrets.ts';
 import { dataPaths } from './config.ts';
 import type { AppContext, AppDeps } from './context.ts';
 import { installAuth, installErrorHandling } from './http/hooks.ts';
+import type { TlsCredentials } from './http/tls.ts';
 import { routeUpgrades } from './http/upgrades.ts';
 import { webPages } from './console/web.ts';
 import { authRoutes } from './routes/auth.ts';
@@ -54,11 +55,20 @@ export function createContext(deps: AppDeps): AppContext {
   };
 }
 
-export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+export interface BuildOptions {
+  /** Serve HTTPS with these (startServer reads and checks them: http/tls.ts); plain HTTP without. */
+  tls?: TlsCredentials;
+}
+
+export async function buildApp(deps: AppDeps, options: BuildOptions = {}): Promise<FastifyInstance> {
   const ctx = createContext(deps);
   // The grant key exists from the first start on (and a broken key file stops the start, not a check-out).
   await ctx.grants.keys();
+  const tls = options.tls;
   const base = Fastify({
+    // HTTP/1.1 over TLS, never HTTP/2: the piece uploads upgrade their connection (RFC 9110 §7.8), which HTTP/2
+    // does not have, and the console's WebSocket handshake is an HTTP/1.1 upgrade too.
+    ...(tls === undefined ? {} : { https: { cert: tls.cert, key: tls.key } }),
     loggerInstance: deps.logger,
     trustProxy: deps.config.trustProxy,
     // JSON bodies are small; images arrive through the streamed upload route, which enforces its own limit.

@@ -45,6 +45,17 @@ export const ServerConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    /**
+     * Serve HTTPS: a PEM certificate (the leaf first, then any intermediates) and its PEM private key. Both are
+     * re-read on SIGHUP, so a renewed certificate needs no restart. Without it the server speaks plain HTTP, fit
+     * for loopback or behind a TLS-terminating reverse proxy.
+     */
+    tls: Type.Optional(
+      Type.Object(
+        { certFile: Type.String({ minLength: 1, maxLength: 4096 }), keyFile: Type.String({ minLength: 1, maxLength: 4096 }) },
+        { additionalProperties: false },
+      ),
+    ),
     /** Trust X-Forwarded-For (only behind a reverse proxy): it decides which address login limits count. */
     trustProxy: Type.Boolean({ default: false }),
     /** Object transfers between the server and devices. */
@@ -82,8 +93,9 @@ export class ConfigError extends Error {
   constructor(
     message: string,
     readonly data: { issues: ReadonlyArray<{ path: string; message: string }> },
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
     this.name = 'ConfigError';
   }
 }
@@ -122,7 +134,8 @@ export function parseConfig(input: unknown, env: Readonly<Record<string, string 
   const config = Value.Parse(ServerConfigSchema, withDefaults);
   const port = parseListen(config.listen).port;
   if (port > 65535) throw new ConfigError('invalid configuration: port out of range', { issues: [{ path: '/listen', message: 'port must be 0..65535' }] });
-  return { ...config, dataDir: resolve(config.dataDir) };
+  const tls = config.tls === undefined ? {} : { tls: { certFile: resolve(config.tls.certFile), keyFile: resolve(config.tls.keyFile) } };
+  return { ...config, dataDir: resolve(config.dataDir), ...tls };
 }
 
 /** Split `HOST:PORT` (or `[v6]:PORT`). */

@@ -5,18 +5,20 @@
 import { chmod, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
+import type { Server as HttpsServer } from 'node:https';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
 import { pino } from 'pino';
 import { buildApp, createContext } from './app.ts';
 import { ensureInitialAdmin } from './auth/bootstrap.ts';
 import { argon2Hasher } from './auth/password.ts';
-import { type DataPaths, dataPaths, parseConfig, parseListen, type ServerConfig } from './config.ts';
+import { ConfigError, type DataPaths, dataPaths, parseConfig, parseListen, type ServerConfig } from './config.ts';
 import type { AppDeps } from './context.ts';
 import { migrateToLatest } from './db/migrations.ts';
 import type { Database } from './db/schema.ts';
 import { openSqlite } from './db/sqlite.ts';
 import type { Clock, DesktopRuntime, Ids, ObjectStore, ObjectTransfer, PasswordHasher } from './ports.ts';
+import { loadTlsCredentials, type TlsCredentials } from './http/tls.ts';
 import { defaultEngines } from './runtime/defaults.ts';
 import { type AdminSession, openAdminSession } from './services/admin-session.ts';
 import { followRuntimeExits, reconcileDesktops, type ReconcileChange } from './services/reconcile.ts';
@@ -34,7 +36,7 @@ export interface StartOptions {
   db?: Kysely<Database>;
   /** Use this transfer engine instead of the default one over `<data>/store`. */
   transfer?: ObjectTransfer;
-  /** Install SIGINT/SIGTERM handlers that close the server (default true). */
+  /** Install SIGINT/SIGTERM handlers that close the server, and SIGHUP re-reading the TLS files (default true). */
   handleSignals?: boolean;
 }
 
@@ -53,6 +55,11 @@ export interface ServerHandle {
   closed: Promise<void>;
   /** A short-lived admin token for this process only (e.g. `--demo` setup through the API); revoke it after use. */
   adminSession(): Promise<AdminSession>;
+  /**
+   * Re-read the configured certificate and key (what SIGHUP does) and use them for new connections; open ones
+   * keep theirs. Throws ConfigError, keeping the credentials in use, when the files are wrong or no TLS is set.
+   */
+  reloadTls(): Promise<TlsCredentials>;
 }
 
 export const systemClock: Clock = { now: () => Date.now() };
@@ -74,6 +81,8 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
   const config = parseConfig(input);
   const paths = dataPaths(config.dataDir);
   const logger = options.logger ?? pino({ level: config.logLevel });
+  // Before anything changes on disk: wrong TLS files stop the start here.
+  const tls = config.tls === undefined ? undefined : await loadTlsCredentials(config.tls);
   await prepareDataDir(paths);
 
   const db = options.db ?? openSqlite(paths.database);
@@ -124,14 +133,26 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
     sweeper = setInterval(() => void sweepUploads(), UPLOAD_SWEEP_MS);
     sweeper.unref();
 
-    app = await buildApp(deps);
+    app = await buildApp(deps, tls === undefined ? {} : { tls });
     const { host, port } = parseListen(config.listen);
     const url = await app.listen({ host, port });
+    if (tls !== undefined) logTls(logger, tls, 'serving HTTPS');
 
     let closing: Promise<void> | undefined;
     let resolveClosed: () => void = () => {};
     const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
     const listening = app;
+    const reloadTls = async (): Promise<TlsCredentials> => {
+      if (config.tls === undefined) throw new ConfigError('no TLS to reload: the server was started without tls', { issues: [{ path: '/tls', message: 'not set' }] });
+      const fresh = await loadTlsCredentials(config.tls);
+      (listening.server as unknown as HttpsServer).setSecureContext({ cert: fresh.cert, key: fresh.key });
+      logTls(logger, fresh, 'TLS certificate reloaded');
+      return fresh;
+    };
+    const onHangup = () => {
+      if (config.tls === undefined) return logger.info('SIGHUP: nothing to reload (no TLS configured)');
+      reloadTls().catch((err: unknown) => logger.error({ err }, 'TLS reload failed; the previous certificate stays in use'));
+    };
     const onSignal = (signal: NodeJS.Signals) => {
       logger.info({ signal }, 'shutting down');
       close().catch((err: unknown) => logger.error({ err }, 'shutdown failed'));
@@ -140,6 +161,7 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
       (closing ??= (async () => {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
+        process.off('SIGHUP', onHangup);
         unwatch?.();
         clearInterval(sweeper);
         try {
@@ -155,11 +177,12 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
     if (options.handleSignals !== false) {
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
+      process.on('SIGHUP', onHangup);
     }
 
     const adminContext = createContext(deps);
     const adminSession = () => openAdminSession(adminContext);
-    const handle: ServerHandle = { app, config, url, reconciled, close, closed, adminSession };
+    const handle: ServerHandle = { app, config, url, reconciled, close, closed, adminSession, reloadTls };
     if (admin.generatedPassword !== undefined) handle.initialAdminPassword = admin.generatedPassword;
     return handle;
   } catch (err) {
@@ -171,4 +194,15 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
     await db.destroy().catch(() => {});
     throw err;
   }
+}
+
+const EXPIRY_WARNING_MS = 14 * 24 * 3600_000;
+
+/** One line saying which certificate is served, and a warning when it expires soon (or has). */
+function logTls(logger: FastifyBaseLogger, tls: TlsCredentials, message: string): void {
+  const left = tls.validTo.getTime() - Date.now();
+  const fields = { subject: tls.subject, validTo: tls.validTo.toISOString() };
+  if (left <= 0) logger.error(fields, `${message}: the certificate has EXPIRED; devices will refuse to connect`);
+  else if (left < EXPIRY_WARNING_MS) logger.warn({ ...fields, daysLeft: Math.floor(left / 86_400_000) }, `${message}: the certificate expires soon`);
+  else logger.info(fields, message);
 }

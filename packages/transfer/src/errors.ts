@@ -7,6 +7,7 @@
  *   XFER_ERR_PROTOCOL        the peer sent bytes that are not a valid frame stream (or a truncated one)
  *   XFER_ERR_REMOTE          the server answered with an error (data.status, data.code, data.body)
  *   XFER_ERR_NETWORK         the connection failed (after the retries)
+ *   XFER_ERR_TLS             the server's TLS certificate is not trusted here (never retried; data.hint says what to do)
  *   XFER_ERR_UPLOAD          an upload cannot proceed (unknown, not ours, incomplete, too large…)
  *   XFER_ERR_BUSY            another process of this machine is receiving the same object
  *   XFER_ERR_ABORTED         the caller's AbortSignal fired
@@ -18,6 +19,7 @@ export type TransferErrorCode =
   | 'XFER_ERR_PROTOCOL'
   | 'XFER_ERR_REMOTE'
   | 'XFER_ERR_NETWORK'
+  | 'XFER_ERR_TLS'
   | 'XFER_ERR_UPLOAD'
   | 'XFER_ERR_BUSY'
   | 'XFER_ERR_ABORTED';
@@ -42,4 +44,29 @@ export function isTransferError(e: unknown, code?: TransferErrorCode): e is Tran
 
 export function abortedError(signal: AbortSignal): TransferError {
   return new TransferError('XFER_ERR_ABORTED', 'transfer aborted', {}, { cause: signal.reason });
+}
+
+/**
+ * OpenSSL's verify results and node:tls's host check, as Node reports them in `err.code`: the server's certificate
+ * is not one this machine trusts. Retrying cannot help; the user has to act.
+ */
+const UNTRUSTED_CERTIFICATE = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'CERT_UNTRUSTED', 'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE', 'CERT_REVOKED', 'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+export function isUntrustedCertificate(code: unknown): boolean {
+  return typeof code === 'string' && UNTRUSTED_CERTIFICATE.has(code);
+}
+
+export const UNTRUSTED_CERTIFICATE_HINT =
+  "the server's TLS certificate is not trusted here: if it is self-signed or signed by your organisation's own CA, run roamdesk with NODE_EXTRA_CA_CERTS=/path/to/that-certificate.pem; if it expired or names another host, the server's administrator renews it (roamdesk server re-reads --tls-cert/--tls-key on SIGHUP)";
+
+/** A connection that failed: XFER_ERR_TLS for a certificate this machine does not trust, else XFER_ERR_NETWORK. */
+export function connectionError(url: string, e: Error): TransferError {
+  const errno = (e as NodeJS.ErrnoException).code;
+  const message = `${url}: ${errno ?? ''} ${e.message}`.replace(/\s+/g, ' ').trim();
+  if (isUntrustedCertificate(errno)) return new TransferError('XFER_ERR_TLS', message, { url, errno, hint: UNTRUSTED_CERTIFICATE_HINT }, { cause: e });
+  return new TransferError('XFER_ERR_NETWORK', message, { url, errno }, { cause: e });
 }

@@ -8,7 +8,7 @@ import { Agent as HttpAgent, type IncomingMessage, request as httpRequest } from
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Writable } from 'node:stream';
 
-import { TransferError } from './errors.ts';
+import { connectionError, TransferError } from './errors.ts';
 
 export interface Remote {
   /** The API base, e.g. `http://127.0.0.1:8760/api/v1`. */
@@ -109,8 +109,7 @@ export function remoteError(url: URL, status: number, text: string): TransferErr
 function networkError(url: URL, e: unknown, signal: AbortSignal | undefined): TransferError {
   if (signal?.aborted === true) return new TransferError('XFER_ERR_ABORTED', 'transfer aborted', {}, { cause: signal.reason });
   if (e instanceof TransferError) return e;
-  const err = e as NodeJS.ErrnoException;
-  return new TransferError('XFER_ERR_NETWORK', `${url.origin}${url.pathname}: ${err.code ?? ''} ${err.message}`.trim(), { url: url.origin + url.pathname, errno: err.code }, { cause: e });
+  return connectionError(url.origin + url.pathname, e as Error);
 }
 
 /** Errors worth retrying: the connection, a truncated or garbled stream, a bad piece, a server hiccup. */

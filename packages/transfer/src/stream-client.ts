@@ -14,7 +14,7 @@ import { validateHeaderValue } from 'node:http';
 import { isIP, connect as netConnect, type OnReadOpts, type Socket } from 'node:net';
 import { type ConnectionOptions, connect as tlsConnect } from 'node:tls';
 
-import { abortedError, TransferError } from './errors.ts';
+import { abortedError, connectionError, TransferError } from './errors.ts';
 import type { Remote } from './http.ts';
 import { remoteError } from './http.ts';
 import { type ResponseHead, ResponseParser } from './http1-response.ts';
@@ -210,7 +210,7 @@ export class StreamConnection {
 
   #onError(socket: Socket, e: Error): void {
     if (socket !== this.#socket) return;
-    this.#fail(networkError(this.#url, e));
+    this.#fail(connectionError(this.#url.origin, e));
   }
 
   #onClose(socket: Socket): void {
@@ -238,10 +238,6 @@ function isConnectionLoss(e: unknown): boolean {
   return e.code === 'XFER_ERR_PROTOCOL' && e.message.includes('closed before a response');
 }
 
-function networkError(url: URL, e: Error): TransferError {
-  const errno = (e as NodeJS.ErrnoException).code;
-  return new TransferError('XFER_ERR_NETWORK', `${url.origin}: ${errno ?? ''} ${e.message}`.trim(), { url: url.origin, errno }, { cause: e });
-}
 
 /** Connections for the requests in flight, kept for the whole transfer. */
 export class StreamConnections {

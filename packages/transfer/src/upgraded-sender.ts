@@ -10,7 +10,7 @@ import { type IncomingMessage, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 
-import { abortedError, TransferError } from './errors.ts';
+import { abortedError, connectionError, TransferError } from './errors.ts';
 import { END_FRAME } from './frames.ts';
 import { type Connection, remoteError, writeChunks } from './http.ts';
 import { ResponseParser } from './http1-response.ts';
@@ -32,10 +32,11 @@ export interface UpgradedPut {
 /**
  * Resolves with the server's answer (JSON text of a 2xx) once the stream was received, or with null when the
  * server answered the request without switching (nothing was sent: send it as a plain PUT). Non-2xx answers
- * reject with XFER_ERR_REMOTE, connection trouble with XFER_ERR_NETWORK (retryable).
+ * reject with XFER_ERR_REMOTE, connection trouble with XFER_ERR_NETWORK (retryable) or XFER_ERR_TLS.
  */
 export function putUpgraded(conn: Connection, put: UpgradedPut): Promise<string | null> {
   const url = new URL(conn.remote.apiBase + put.path);
+  const where = url.origin + url.pathname;
   const doRequest = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise<string | null>((resolve, reject) => {
     let socket: Socket | null = null;
@@ -62,13 +63,13 @@ export function putUpgraded(conn: Connection, put: UpgradedPut): Promise<string 
     });
     put.signal.addEventListener('abort', onAbort, { once: true });
     if (put.signal.aborted) onAbort();
-    req.setTimeout(SILENCE_TIMEOUT_MS, () => req.destroy(network(url, `no answer for ${SILENCE_TIMEOUT_MS / 1000} s`)));
-    req.on('error', (e) => fail(e instanceof TransferError ? e : network(url, e.message, e)));
+    req.setTimeout(SILENCE_TIMEOUT_MS, () => req.destroy(connectionError(where, new Error(`no answer for ${SILENCE_TIMEOUT_MS / 1000} s`))));
+    req.on('error', (e) => fail(e instanceof TransferError ? e : connectionError(where, e)));
     req.on('response', (res: IncomingMessage) => {
       const status = res.statusCode ?? 0;
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => { if (chunks.length < 64) chunks.push(c); });
-      res.on('error', (e) => fail(network(url, e.message, e)));
+      res.on('error', (e) => fail(connectionError(where, e)));
       res.on('end', () => {
         if (status >= 200 && status < 300) settle(() => resolve(null));
         else fail(remoteError(url, status, Buffer.concat(chunks).toString('utf8')));
@@ -105,9 +106,9 @@ export function putUpgraded(conn: Connection, put: UpgradedPut): Promise<string 
           fail(e);
         }
       };
-      s.setTimeout(SILENCE_TIMEOUT_MS, () => fail(network(url, `no data for ${SILENCE_TIMEOUT_MS / 1000} s`)));
+      s.setTimeout(SILENCE_TIMEOUT_MS, () => fail(connectionError(where, new Error(`no data for ${SILENCE_TIMEOUT_MS / 1000} s`))));
       s.on('data', feed);
-      s.on('error', (e) => fail(network(url, e.message, e)));
+      s.on('error', (e) => fail(connectionError(where, e)));
       s.on('close', () => {
         try {
           parser.eof();
@@ -121,13 +122,9 @@ export function putUpgraded(conn: Connection, put: UpgradedPut): Promise<string 
       // writes then fail on the destroyed socket, and that failure is not the news.
       put.body((...chunks) => writeChunks(s, chunks))
         .then(() => writeChunks(s, [END_FRAME]))
-        .catch((e: unknown) => fail(e instanceof TransferError ? e : network(url, e instanceof Error ? e.message : String(e), e)));
+        .catch((e: unknown) => fail(e instanceof TransferError ? e : connectionError(where, e instanceof Error ? e : new Error(String(e)))));
     });
     req.end();
   });
 }
 
-function network(url: URL, message: string, cause?: unknown): TransferError {
-  const errno = (cause as NodeJS.ErrnoException | undefined)?.code;
-  return new TransferError('XFER_ERR_NETWORK', `${url.origin}${url.pathname}: ${errno ?? ''} ${message}`.trim(), { url: url.origin + url.pathname, errno }, { cause });
-}

@@ -8,10 +8,11 @@ import fc from 'fast-check';
 import { CompressionController } from '../src/adaptive.ts';
 import { BatchQueue, planBatches } from '../src/batches.ts';
 import { compressedBound, PieceCodec } from '../src/codec.ts';
-import { TransferError } from '../src/errors.ts';
+import { connectionError, TransferError } from '../src/errors.ts';
 import { BufferPool, encodeFrameHeader, ENCODING_RAW, ENCODING_ZSTD, FRAME_HEADER_BYTES, FrameAssembler } from '../src/frames.ts';
 import { pieceHash } from '../src/hash.ts';
 import { parseManifest, pieceRange } from '../src/manifest.ts';
+import { isRetryable } from '../src/http.ts';
 import { fromRanges, toRanges } from '../src/protocol.ts';
 
 const H = 'a'.repeat(64);
@@ -257,5 +258,28 @@ describe('CompressionController', () => {
 describe('pieceHash', () => {
   it('is BLAKE3 (the published test vector for the empty input)', () => {
     assert.equal(pieceHash(Buffer.alloc(0)), 'af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262');
+  });
+});
+
+describe('connectionError', () => {
+  const failure = (code: string): Error => Object.assign(new Error(`failed: ${code}`), { code });
+
+  it('an untrusted certificate is XFER_ERR_TLS with a hint, and not retried', () => {
+    for (const code of ['DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_HAS_EXPIRED', 'ERR_TLS_CERT_ALTNAME_INVALID']) {
+      const e = connectionError('https://server:8760', failure(code));
+      assert.equal(e.code, 'XFER_ERR_TLS', code);
+      assert.equal(e.data['errno'], code);
+      assert.match(String(e.data['hint']), /NODE_EXTRA_CA_CERTS=/);
+      assert.equal(isRetryable(e), false, code);
+    }
+  });
+
+  it('anything else is XFER_ERR_NETWORK, retried', () => {
+    for (const code of ['ECONNREFUSED', 'ECONNRESET', 'EPROTO']) {
+      const e = connectionError('http://server:8760', failure(code));
+      assert.equal(e.code, 'XFER_ERR_NETWORK', code);
+      assert.equal(e.data['hint'], undefined);
+      assert.equal(isRetryable(e), true, code);
+    }
   });
 });

@@ -14,6 +14,8 @@ interface ServerOptions {
   data?: string;
   demo?: boolean;
   logLevel: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 export function registerServer(program: Command, ctx: CommandContext): void {
@@ -22,6 +24,8 @@ export function registerServer(program: Command, ctx: CommandContext): void {
     .description('Run the Roamdesk server (HTTP API, web UI, desktops as QEMU VMs)')
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8760')
     .option('--data <dir>', 'data directory (default $XDG_DATA_HOME/roamdesk, else ~/.local/share/roamdesk)')
+    .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (leaf first, then intermediates); needs --tls-key')
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert (both are re-read on SIGHUP)')
     .option('--demo', 'also import the tiny guest as image "demo", user "demo" and desktop "demo"')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .action(async (opts: ServerOptions, cmd: Command) => {
@@ -33,6 +37,8 @@ export function registerServer(program: Command, ctx: CommandContext): void {
       const logger = createLogger({ level: opts.logLevel, pretty: process.stderr.isTTY });
       const config: Record<string, unknown> = { listen: opts.listen, logLevel: opts.logLevel };
       if (opts.data !== undefined) config['dataDir'] = opts.data;
+      if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new CliUsageError('--tls-cert and --tls-key go together: give both, or neither for plain HTTP');
+      if (opts.tlsCert !== undefined && opts.tlsKey !== undefined) config['tls'] = { certFile: opts.tlsCert, keyFile: opts.tlsKey };
       else if (defaultDataDir(process.env) === undefined) throw new CliUsageError('no data directory: pass --data DIR (HOME and XDG_DATA_HOME are unset)');
 
       const handle: ServerHandle = await startServer(config, { logger });

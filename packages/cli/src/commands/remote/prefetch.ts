@@ -125,7 +125,9 @@ function explainPrefetch(err: unknown, name: string, server: string | undefined,
   const data: Record<string, unknown> = { ...err.data };
   const status = typeof data['status'] === 'number' ? data['status'] : undefined;
   const remoteCode = typeof data['code'] === 'string' ? data['code'] : undefined;
-  if (err.code === 'XFER_ERR_NETWORK') {
+  if (err.code === 'XFER_ERR_TLS') {
+    // data.hint already says what to do.
+  } else if (err.code === 'XFER_ERR_NETWORK') {
     data['hint'] = `the connection to ${server ?? 'the server'} failed; when it is reachable, ${resumeHint(name)}`;
   } else if (err.code === 'XFER_ERR_REMOTE' && (status === 401 || remoteCode === 'AUTH_REQUIRED' || remoteCode === 'TOKEN_EXPIRED')) {
     data['hint'] = `the session ended: log in again (${server !== undefined ? `roamdesk login ${server} --user NAME` : LOGIN_HINT}), then ${resumeHint(name)}`;
