@@ -137,7 +137,7 @@ function workloadLines(w: Workload): string[] {
     `layer: ${w.layer.writes} writes, changed ${fmt.mb(w.layer.changedBytes)} MB (${((100 * w.layer.changedBytes) / w.layer.virtualBytes).toFixed(1)} %), file ${fmt.mb(w.layer.fileBytes)} MB${z(w.layer.zstd1Ratio)}`,
     `check-in: ${w.checkin.writes} writes, changed ${fmt.mb(w.checkin.changedBytes)} MB; overlay file ${fmt.mb(w.checkin.fileBytes)} MB; client layer file ${fmt.mb(w.clientLayer.fileBytes)} MB`,
     `base v2: ${w.v2.writes} writes, changed ${fmt.mb(w.v2.changedBytes)} MB (${fmt.mb(w.v2.inHolesBytes)} MB in v1's holes), file ${fmt.mb(w.v2.fileBytes)} MB`,
-    `sparse: base ${gib(w.sparse.base.virtualBytes)} virtual, file ${fmt.mb(w.sparse.base.fileBytes)} MB; layer changed ${fmt.mb(w.sparse.layer.changedBytes)} MB, file ${fmt.mb(w.sparse.layer.fileBytes)} MB`,
+    `sparse: base ${gib(w.sparse.base.virtualBytes)} virtual, file ${fmt.mb(w.sparse.base.fileBytes)} MB; layer changed ${fmt.mb(w.sparse.layer.changedBytes)} MB, file ${fmt.mb(w.sparse.layer.fileBytes)} MB; check-in changed ${fmt.mb(w.sparse.checkin.changedBytes)} MB, file ${fmt.mb(w.sparse.checkin.fileBytes)} MB`,
   ];
 }
 

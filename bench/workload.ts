@@ -141,15 +141,21 @@ export interface Workload {
   readonly clientLayer: LayerImage;
   /** Base v2: v1 plus 3 %, flattened into a standalone qcow2. */
   readonly v2: UpdatedBase;
-  /** A base with v1's allocated bytes over 256 GiB virtual, and a layer of the same size as `layer` on it. */
-  readonly sparse: { readonly base: BaseImage; readonly layer: LayerImage };
+  /**
+   * A base with v1's allocated bytes over 256 GiB virtual, a layer of the same size as `layer` on it, and a
+   * check-in of the same size as `checkin` on that layer.
+   */
+  readonly sparse: { readonly base: BaseImage; readonly layer: LayerImage; readonly checkin: LayerImage };
   /** Seconds the generation took (0 when it came from the cache). */
   readonly generatedSeconds: number;
 }
 
+/** Bumped whenever generate() makes other files from the same parameters: an older cache is not reused. */
+const WORKLOAD_FORMAT = 2;
+
 /** Parameters' fingerprint: the cache directory's name. */
 export function paramsHash(params: WorkloadParams): string {
-  return createHash('sha256').update(JSON.stringify(params)).digest('hex').slice(0, 16);
+  return createHash('sha256').update(JSON.stringify({ format: WORKLOAD_FORMAT, ...params })).digest('hex').slice(0, 16);
 }
 
 /** Returns the cached workload for `params`, building it first when missing or stale. */
@@ -198,7 +204,7 @@ interface StoredWorkload {
   readonly checkin: StoredImage<LayerImage>;
   readonly clientLayer: StoredImage<LayerImage>;
   readonly v2: StoredImage<UpdatedBase>;
-  readonly sparse: { readonly base: StoredImage<BaseImage>; readonly layer: StoredImage<LayerImage> };
+  readonly sparse: { readonly base: StoredImage<BaseImage>; readonly layer: StoredImage<LayerImage>; readonly checkin: StoredImage<LayerImage> };
   readonly generatedSeconds: number;
 }
 
@@ -221,10 +227,10 @@ async function loadWorkload(dir: string, hash: string): Promise<Workload | undef
     checkin: at(stored.checkin),
     clientLayer: at(stored.clientLayer),
     v2: at(stored.v2),
-    sparse: { base: at(stored.sparse.base), layer: at(stored.sparse.layer) },
+    sparse: { base: at(stored.sparse.base), layer: at(stored.sparse.layer), checkin: at(stored.sparse.checkin) },
     generatedSeconds: 0,
   };
-  for (const img of [w.base, w.layer, w.checkin, w.clientLayer, w.v2, w.sparse.base, w.sparse.layer]) {
+  for (const img of [w.base, w.layer, w.checkin, w.clientLayer, w.v2, w.sparse.base, w.sparse.layer, w.sparse.checkin]) {
     const st = await stat(img.path).catch(() => undefined);
     if (st?.size !== img.fileBytes) return undefined;
   }
@@ -460,6 +466,12 @@ async function generate(params: WorkloadParams, dir: string, logLine: (msg: stri
   const sparseLayerWrites = planWrites(new Rng(params.seed, 'sparse-layer/plan'), sparseTotal, params.layer, { kind: 'uniform' });
   await createOverlay(join(dir, 'sparse'), 'layer.qcow2', 'base.qcow2');
   await applyWrites(join(dir, 'sparse'), 'layer.qcow2', sparseLayerWrites, payload('layer'));
+  log('sparse check-in: the check-in\'s payloads over the sparse layer');
+  const sparseCheckinWrites = planWrites(new Rng(params.seed, 'sparse-checkin/plan'), sparseTotal, params.checkin, {
+    kind: 'overlap', fraction: params.checkin.overlapFraction, on: sparseLayerWrites,
+  });
+  await createOverlay(join(dir, 'sparse'), 'checkin.qcow2', 'layer.qcow2');
+  await applyWrites(join(dir, 'sparse'), 'checkin.qcow2', sparseCheckinWrites, payload('checkin'));
 
   log('measuring zstd -1 ratios');
   const image = async (file: string, virtualBytes: number, backing: string | null): Promise<StoredImage<ImageFile>> =>
@@ -485,6 +497,7 @@ async function generate(params: WorkloadParams, dir: string, logLine: (msg: stri
     sparse: {
       base: { ...(await image('sparse/base.qcow2', params.sparseVirtualBytes, null)), allocatedBytes, zstd1Ratio: null },
       layer: await layerFacts('sparse/layer.qcow2', 'base.qcow2', sparseLayerWrites, sparseTotal, false),
+      checkin: await layerFacts('sparse/checkin.qcow2', 'layer.qcow2', sparseCheckinWrites, sparseTotal, false),
     },
   };
 }

@@ -26,8 +26,10 @@ need=(
   "/usr/bin/prlimit util-linux"
 )
 if [ "$mode" = "--test" ]; then
-  # rsync: the benchmark's baseline; chromium: the browser test of the remote console.
-  need+=("/usr/bin/rsync rsync" "/usr/bin/chromium chromium")
+  # rsync: the benchmark's baseline; chromium: the browser test of the remote console; QEMU's GTK window on an
+  # X server of the test's own (Xvfb), found with xwininfo: the local VM's window.
+  need+=("/usr/bin/rsync rsync" "/usr/bin/chromium chromium" "/usr/lib/x86_64-linux-gnu/qemu/ui-gtk.so qemu-system-gui"
+    "/usr/bin/Xvfb xvfb" "/usr/bin/xwininfo x11-utils")
 fi
 missing=()
 for entry in "${need[@]}"; do
@@ -35,7 +37,7 @@ for entry in "${need[@]}"; do
   # busybox must be the static build: it runs inside the guest's initramfs with no libc.
   if [ "$pkg" = busybox-static ]; then
     dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-  elif [ ! -x "$file" ]; then
+  elif [ ! -e "$file" ]; then
     missing+=("$pkg")
   fi
 done

@@ -27,12 +27,12 @@ import { api, boot, createDesktop, killOurs, login, ourQemus, serial, state, unt
 
 const MiB = 1024 * 1024;
 const LEASE_POLICY = { maxOfflineSeconds: 60, maxChainLength: 2 };
-const HOMES = ['home-a', 'home-b', 'home-c', 'home-d', 'home-e', 'home-f', 'home-g', 'home-h', 'home-i', 'home-j'];
+const HOMES = ['home-a', 'home-b', 'home-c', 'home-d', 'home-e', 'home-f', 'home-g', 'home-h', 'home-i', 'home-j', 'home-k'];
 const BIN = new URL('../../packages/cli/bin/roamdesk.js', import.meta.url).pathname;
 
 /** Runs the roamdesk CLI with ROAMDESK_HOME=home and parses its --json answer (asynchronously: the server runs in this process). */
-async function cli(home: string, args: string[]): Promise<Record<string, unknown>> {
-  const child = spawn(process.execPath, [BIN, ...args, '--json'], { env: { ...process.env, ROAMDESK_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+async function cli(home: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Record<string, unknown>> {
+  const child = spawn(process.execPath, [BIN, ...args, '--json'], { env: { ...process.env, ROAMDESK_HOME: home, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -93,6 +93,25 @@ async function throttle(upstream: string, bytesPerSec: number): Promise<{ url: s
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
+}
+
+/** An X server of our own (Xvfb picks a free display number and tells it on fd 3); stopped by `close`. */
+async function startXvfb(): Promise<{ display: string; close(): void }> {
+  const x = spawn('Xvfb', ['-displayfd', '3', '-screen', '0', '1024x768x24', '-nolisten', 'tcp'], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+  const fd3 = x.stdio[3] as NodeJS.ReadableStream;
+  const number = await new Promise<string>((resolve, reject) => {
+    let got = '';
+    const timer = setTimeout(() => reject(new Error('Xvfb did not start within 20 s')), 20_000);
+    fd3.on('data', (c: Buffer) => {
+      got += c.toString();
+      if (got.includes('\n')) {
+        clearTimeout(timer);
+        resolve(got.trim());
+      }
+    });
+    x.once('exit', (code) => reject(new Error(`Xvfb exited ${String(code)}`)));
+  });
+  return { display: `:${number}`, close: () => x.kill('SIGTERM') };
 }
 
 /** A machine whose clock the test controls (boot id, uptime, wall clock). */
@@ -593,6 +612,37 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     assert.equal(await serverTop('cli'), ci['top']);
     assert.equal((await lease('cli')).state, 'server');
     assert.deepEqual((await cli(dir, ['status']))['checkouts'], []);
+  });
+
+  it('with a display the local VM opens a QEMU window; a display QEMU cannot open falls back to VNC only', async () => {
+    await createDesktop(h, token, guest, 'win', guestAppend(guest, 'idle'));
+    const dir = home('home-k');
+    await new StateStore(dir).save({ version: 1, server: h.url, session: { user: 'admin', role: 'admin', token, expiresAt: new Date(Date.now() + 3_600_000).toISOString() } });
+    await cli(dir, ['device', 'register', '--name', 'laptop-k']);
+    await cli(dir, ['checkout', 'win']);
+    const desktopId = (await agentFor('home-k').records.require('win')).desktopId;
+    // A guest still booting has no ACPI handler yet, and would only stop at the forced end of the stop timeout.
+    const idle = () => until('the local idle guest', async () => (/ROAMDESK idle/.test(await localSerialLog(dir, desktopId, MiB)) ? true : undefined), 120_000);
+    const x = await startXvfb();
+    try {
+      const started = await cli(dir, ['start', 'win'], { DISPLAY: x.display, ROAMDESK_DISPLAY: '' });
+      assert.equal(started['display'], 'gtk');
+      const tree = await until('the QEMU window on the X display', async () => {
+        const out = spawnSync('xwininfo', ['-root', '-tree', '-display', x.display], { encoding: 'utf8' }).stdout;
+        return out.includes(`roamdesk-${desktopId}`) ? out : undefined;
+      }, 60_000);
+      assert.match(tree, /QEMU/);
+      await idle();
+      assert.equal((await cli(dir, ['stop', 'win']))['wasRunning'], true);
+    } finally {
+      x.close();
+    }
+    // DISPLAY names an X server that is not there: QEMU cannot open its window, the desktop still starts, headless.
+    const headless = await cli(dir, ['start', 'win'], { DISPLAY: ':987', ROAMDESK_DISPLAY: '' });
+    assert.equal(headless['display'], 'none');
+    assert.equal((await agentFor('home-k').vm('win')).running, true);
+    await idle();
+    assert.equal((await cli(dir, ['stop', 'win']))['wasRunning'], true);
   });
 });
 
