@@ -37,6 +37,7 @@ export interface BenchReport {
 export const GROUP_TITLES: Readonly<Record<GroupName, string>> = {
   anchors: 'Anchors: this machine, measured in this run',
   checkout: 'Check-out: the client has the base and fetches the layer',
+  'checkout-running': 'Check-out of a running desktop (the tiny guest under TCG): the stop phase',
   'checkout-1gbit': 'Check-out over a 1 Gbit/s link (token-bucket proxy on 127.0.0.1)',
   'checkout-100mbit': 'Check-out over a 100 Mbit/s link (token-bucket proxy on 127.0.0.1)',
   'fan-out': 'Fan-out: devices downloading one 256 MiB object at once (aggregate MB/s)',
@@ -108,7 +109,8 @@ function scenarioTable(g: GroupReport): Table {
 
 /** The floor of a group: its changed bytes and the T_phys they give, with the resource that bounds it. */
 function groupFloor(g: GroupReport, anchors: AnchorSpeeds | undefined): string {
-  const s = g.summaries.find((x) => x.changedBytes !== undefined && x.tPhys !== undefined);
+  // A group that moves no guest data of its own (the stop phase) has no floor to print.
+  const s = g.summaries.find((x) => x.changedBytes !== undefined && x.changedBytes > 0 && x.tPhys !== undefined);
   if (!s || !anchors || s.changedBytes === undefined || s.tPhys === undefined || s.linkBytesPerSecond === undefined) return '';
   const bound: readonly (readonly [string, number])[] = [
     ['write+fsync', anchors.writeFsync],

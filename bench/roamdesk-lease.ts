@@ -36,7 +36,7 @@ interface Fresh {
   dataDir: string;
 }
 
-async function api(url: string, token: string, method: string, path: string, body?: unknown): Promise<unknown> {
+export async function api(url: string, token: string, method: string, path: string, body?: unknown): Promise<unknown> {
   const r = await fetch(`${url}/api/v1${path}`, {
     method, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
     ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
@@ -81,14 +81,14 @@ async function freshPair(ctx: RunContext, t: Template): Promise<Fresh> {
  * progress event to the next step's: checkout = the server's claim, stop and seal; download; verify; overlay;
  * confirm — or seal, compact, upload, commit, cleanup for a check-in).
  */
-function phases(total: number, transfer: number | undefined, steps: ReadonlyMap<string, number>): Record<string, number> {
+export function phases(total: number, transfer: number | undefined, steps: ReadonlyMap<string, number>): Record<string, number> {
   const out: Record<string, number> = transfer === undefined ? { total } : { transfer, 'stop+seal+verify+commit': Math.max(0, total - transfer) };
   for (const [step, seconds] of steps) out[`step ${step}`] = seconds;
   return out;
 }
 
 /** Times each agent step: a step lasts from its first progress event to the first event of the next step. */
-function stepTimer(): { onProgress: (p: { step: string }) => void; finish: () => Map<string, number> } {
+export function stepTimer(): { onProgress: (p: { step: string }) => void; finish: () => Map<string, number> } {
   const steps = new Map<string, number>();
   let current: { step: string; at: number } | null = null;
   const close = (now: number): void => {

@@ -4,7 +4,8 @@
  * transfer engine as the device runs it (downloadObjects / uploadObjects, in this process). Every result is
  * checked with qemu-img compare against the workload's file.
  */
-import { link, mkdir, rm } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 
 import { type ObjectInfo, Store } from '@roamdesk/store';
@@ -36,9 +37,15 @@ export async function importWorkloadLayer(store: Store, layer: LayerImage, paren
 
 export async function startServer(dataDir: string): Promise<Running> {
   const port = await freePort();
-  const proc = startProcess(process.execPath, [CLI, 'server', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], {
+  // The server refuses a data directory too long for its VMs' UNIX sockets, and run directories here are deep:
+  // it gets a short link to it (removed when it exits).
+  await mkdir(dataDir, { recursive: true });
+  const short = await mkdtemp(join(tmpdir(), 'rdb-'));
+  await symlink(dataDir, join(short, 'data'));
+  const proc = startProcess(process.execPath, [CLI, 'server', '--data', join(short, 'data'), '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], {
     env: { ...process.env, ROAMDESK_ADMIN_PASSWORD: PASSWORD },
   });
+  void proc.exited.finally(() => rm(short, { recursive: true, force: true }));
   await waitForPort(port, 60_000, proc);
   const r = await fetch(`http://127.0.0.1:${port}/api/v1/auth/login`, {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'admin', password: PASSWORD }),

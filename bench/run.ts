@@ -17,6 +17,7 @@ import { describeMachine, sampleLoad } from './machine.ts';
 import { peerScenarios } from './peers.ts';
 import { roamdeskScenarios } from './roamdesk.ts';
 import { leaseScenarios } from './roamdesk-lease.ts';
+import { runningDesktopScenarios } from './roamdesk-running.ts';
 import { fanOutScenarios } from './roamdesk-fanout.ts';
 import { renderText, resultsByScenario, writeJson, writeMarkdown, type BenchReport, type GroupReport } from './report.ts';
 import type { AnchorSpeeds, RunContext, Scenario } from './scenario.ts';
@@ -177,6 +178,7 @@ async function main(): Promise<number> {
     ...peerScenarios(),
     ...roamdeskScenarios(),
     ...leaseScenarios(),
+    ...runningDesktopScenarios(),
     ...fanOutScenarios(),
   ];
   const only = opts.only;

@@ -33,6 +33,8 @@ export type GroupName =
   | 'anchors'
   /** Check-out: the client has the base and fetches the layer (5 %). */
   | 'checkout'
+  /** Check-out of a desktop whose VM runs (the tiny guest under TCG): the stop phase, with the guest's own shutdown. */
+  | 'checkout-running'
   /** Check-out over a throttled 1 Gbit/s link (token-bucket proxy). */
   | 'checkout-1gbit'
   /** Check-out over a throttled 100 Mbit/s link: where compression has to pay. */

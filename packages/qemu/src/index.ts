@@ -3,7 +3,7 @@ export * from './errors.ts';
 export * from './spec.ts';
 export { buildQemuArgs, diskBlockdevs } from './args.ts';
 export { hmpQemuIo } from './hmp.ts';
-export { runPaths, specInRunDir, type VmConfig, type VmPaths } from './run-paths.ts';
+export { runPaths, socketPathExcess, specInRunDir, type VmConfig, type VmPaths } from './run-paths.ts';
 export { classifyExit, type ExitFacts, type VmExit, type VmExitReason } from './exit.ts';
 export { detectAccel } from './node/detect-accel.ts';
 export { startVm, type RunRecord, type StartVmOptions, type VmLifetime } from './node/start-vm.ts';

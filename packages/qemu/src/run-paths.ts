@@ -2,7 +2,7 @@
  * The files of one running VM, all inside its run dir (mode 0700, so nobody else can even reach
  * the sockets). Pure: string joins only.
  */
-import type { VmSpec } from './spec.ts';
+import { MAX_SOCKET_PATH_BYTES, type VmSpec } from './spec.ts';
 
 export interface VmPaths {
   qmp: string;
@@ -24,6 +24,15 @@ export function runPaths(runDir: string): VmPaths {
     stderr: `${dir}/qemu.stderr.log`,
     spec: `${dir}/vm.json`,
   };
+}
+
+/**
+ * How many bytes too long the paths of `runDir`'s UNIX sockets are for sockaddr_un (0: they fit). A server or a
+ * device checks its run dirs' parent with it when it starts, instead of failing at the first VM start.
+ */
+export function socketPathExcess(runDir: string): number {
+  const p = runPaths(runDir);
+  return Math.max(0, ...[p.qmp, p.vnc].map((s) => new TextEncoder().encode(s).length - MAX_SOCKET_PATH_BYTES));
 }
 
 /** A VmSpec without the per-run files; `specInRunDir` fills them in. */

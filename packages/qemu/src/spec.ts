@@ -84,7 +84,7 @@ const VM_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 /** Machine types and CPU models: plain identifiers; no commas, which would inject options. */
 const TYPE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$/;
 /** sockaddr_un.sun_path is 108 bytes including the terminating NUL. */
-const MAX_SOCKET_PATH_BYTES = 107;
+export const MAX_SOCKET_PATH_BYTES = 107;
 
 function checkPath(problems: SpecProblem[], field: string, path: string | undefined, opts: { noComma?: boolean; socket?: boolean } = {}): void {
   if (path === undefined) return;

@@ -3,6 +3,7 @@
 // a default.
 
 import { isAbsolute, join, resolve } from 'node:path';
+import { MAX_SOCKET_PATH_BYTES, socketPathExcess } from '@roamdesk/qemu';
 import { Type, type Static } from 'typebox';
 import { Value } from 'typebox/value';
 
@@ -134,8 +135,15 @@ export function parseConfig(input: unknown, env: Readonly<Record<string, string 
   const config = Value.Parse(ServerConfigSchema, withDefaults);
   const port = parseListen(config.listen).port;
   if (port > 65535) throw new ConfigError('invalid configuration: port out of range', { issues: [{ path: '/listen', message: 'port must be 0..65535' }] });
+  const dataDir = resolve(config.dataDir);
+  // Each VM's QMP and VNC sockets live in <data>/vms/<desktop id>/: sockaddr_un holds 107 bytes of path.
+  const excess = socketPathExcess(join(dataPaths(dataDir).vms, '00000000-0000-0000-0000-000000000000'));
+  if (excess > 0) {
+    const message = `${dataDir} is ${excess} byte${excess === 1 ? '' : 's'} too long: the VMs' UNIX sockets (vms/<desktop id>/qmp.sock) must fit in ${MAX_SOCKET_PATH_BYTES} bytes; choose a shorter data directory`;
+    throw new ConfigError(`invalid configuration: /dataDir ${message}`, { issues: [{ path: '/dataDir', message }] });
+  }
   const tls = config.tls === undefined ? {} : { tls: { certFile: resolve(config.tls.certFile), keyFile: resolve(config.tls.keyFile) } };
-  return { ...config, dataDir: resolve(config.dataDir), ...tls };
+  return { ...config, dataDir, ...tls };
 }
 
 /** Split `HOST:PORT` (or `[v6]:PORT`). */

@@ -48,6 +48,18 @@ describe('config', () => {
     assert.throws(() => parseConfig({}, {}), (e: unknown) => e instanceof ConfigError && e.data.issues.some((i) => i.message.includes('dataDir')));
     assert.throws(() => parseConfig('nope', {}), ConfigError);
   });
+
+  it('refuses a data directory too long for the VMs\' UNIX sockets, saying by how much', () => {
+    // <data>/vms/<36-char id>/qmp.sock must fit 107 bytes: 107 - 4 - 37 - 9 = 57 bytes of data dir at most.
+    const fits = `/${'d'.repeat(56)}`;
+    assert.equal(parseConfig({ dataDir: fits }, {}).dataDir, fits);
+    assert.throws(() => parseConfig({ dataDir: `${fits}x` }, {}), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.equal(e.data.issues[0]?.path, '/dataDir');
+      assert.match(e.message, /is 1 byte too long.*choose a shorter data directory/);
+      return true;
+    });
+  });
 });
 
 describe('startServer', () => {
