@@ -627,9 +627,9 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     try {
       const started = await cli(dir, ['start', 'win'], { DISPLAY: x.display, ROAMDESK_DISPLAY: '' });
       assert.equal(started['display'], 'gtk');
-      const tree = await until('the QEMU window on the X display', async () => {
+      const tree = await until('the QEMU window on the X display', () => {
         const out = spawnSync('xwininfo', ['-root', '-tree', '-display', x.display], { encoding: 'utf8' }).stdout;
-        return out.includes(`roamdesk-${desktopId}`) ? out : undefined;
+        return Promise.resolve(out.includes(`roamdesk-${desktopId}`) ? out : undefined);
       }, 60_000);
       assert.match(tree, /QEMU/);
       await idle();
