@@ -13,7 +13,8 @@ import { after, before, describe, it } from 'node:test';
 import type { GrantBody } from '@roamdesk/api';
 import { Store } from '@roamdesk/store';
 
-import { advance, checkGrant, DeviceAgent, DeviceClock, exportQuarantine, listQuarantine, lockDesktop, offlineElapsed, quarantineDesktop, RecordStore, verifyGrant, type LocalDesktop, type TimeSource } from '../src/device/index.ts';
+import { advance, checkGrant, DeviceAgent, DeviceClock, DeviceError, exportQuarantine, listQuarantine, lockDesktop, offlineElapsed, quarantineDesktop, RecordStore, verifyGrant, type LocalDesktop, type TimeSource } from '../src/device/index.ts';
+import { startLocalVm } from '../src/device/local-vm.ts';
 
 const { publicKey, privateKey } = generateKeyPairSync('ed25519');
 const PEM = publicKey.export({ type: 'spki', format: 'pem' }).toString();
@@ -240,6 +241,20 @@ describe('device agent without a server', () => {
     const out = join(dir, 'view.qcow2');
     await store.exportChain(after.overlay, out);
     qemu('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0x5e 0 1M', out]);
+  });
+
+  it('a ROAMDESK_HOME too long for the local VM\'s sockets is named before anything starts', async () => {
+    const home = join(dir, 'h'.repeat(80));
+    const store = await Store.open(join(dir, 'long-store'));
+    const rec = { name: 'work', desktopId: DESKTOP_ID, overlay: null, config: { memoryMiB: 64, cpus: 1, kernel: null, initrd: null, append: null } } as unknown as LocalDesktop;
+    await assert.rejects(startLocalVm(home, store, rec), (e: unknown) => {
+      assert.ok(e instanceof DeviceError);
+      assert.equal(e.code, 'DEVICE_ERR_VM_CONFIG');
+      assert.match(e.message, /ROAMDESK_HOME .* bytes too long for the local VM's UNIX sockets/);
+      assert.match(String(e.data['hint']), /shorter path/);
+      return true;
+    });
+    await assert.rejects(stat(join(home, 'vms')), /ENOENT/, 'no run directory was made');
   });
 });
 

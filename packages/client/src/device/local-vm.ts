@@ -12,7 +12,7 @@ import { access, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { isUuid } from '@roamdesk/api/core';
-import { detectAccel, isQemuFor, isRunning, readPidFile, readTail, runPaths, startVm, type DisplayKind, type VmConfig, type VmPaths } from '@roamdesk/qemu';
+import { detectAccel, isQemuFor, isRunning, MAX_SOCKET_PATH_BYTES, readPidFile, readTail, runPaths, socketPathExcess, startVm, type DisplayKind, type VmConfig, type VmPaths } from '@roamdesk/qemu';
 import { QmpClient } from '@roamdesk/qmp';
 import type { Store } from '@roamdesk/store';
 
@@ -76,6 +76,12 @@ export async function startLocalVm(home: string, store: Store, rec: LocalDesktop
   if (current.running) {
     throw new DeviceError('DEVICE_ERR_VM_RUNNING', `the local VM of ${rec.name} is already running (pid ${String(current.pid)})`, {
       desktop: rec.name, pid: current.pid, hint: `roamdesk console ${rec.name} opens its screen`,
+    });
+  }
+  const excess = socketPathExcess(current.runDir);
+  if (excess > 0) {
+    throw new DeviceError('DEVICE_ERR_VM_CONFIG', `ROAMDESK_HOME ${home} is ${excess} byte${excess === 1 ? '' : 's'} too long for the local VM's UNIX sockets (${MAX_SOCKET_PATH_BYTES} bytes at most)`, {
+      desktop: rec.name, home, hint: 'set ROAMDESK_HOME to a shorter path (and move its contents there)',
     });
   }
   if (rec.overlay === null) throw new DeviceError('DEVICE_ERR_LEASE_STATE', `desktop ${rec.name} has no local overlay yet`, { desktop: rec.name, hint: `finish the check-out: roamdesk checkout ${rec.name}` });
