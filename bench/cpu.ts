@@ -96,6 +96,8 @@ export async function settleChildren(pid: number, timeoutMs = 3000): Promise<voi
 export interface Measurement {
   readonly seconds: number;
   readonly cpuSeconds: number;
+  /** cpuSeconds split: this process and the children it reaped (the client side), and the servers given. */
+  readonly cpuSplit: { readonly here: number; readonly servers: number };
 }
 
 export interface Meter {
@@ -114,14 +116,17 @@ export interface Meter {
  */
 export function startMeter(opts: { pids?: readonly number[] } = {}): Meter {
   const pids = opts.pids ?? [];
-  const cpuAtStart = (): number => selfCpuSeconds() + reapedChildrenCpuSeconds() + pids.reduce((sum, p) => sum + (pidCpuSeconds(p) ?? 0), 0);
-  const cpu0 = cpuAtStart();
+  const here = (): number => selfCpuSeconds() + reapedChildrenCpuSeconds();
+  const servers = (): number => pids.reduce((sum, p) => sum + (pidCpuSeconds(p) ?? 0), 0);
+  const here0 = here();
+  const servers0 = servers();
   const t0 = performance.now();
   return {
     async stop() {
       const seconds = (performance.now() - t0) / 1000;
       for (const p of pids) await settleChildren(p);
-      return { seconds, cpuSeconds: Math.max(0, cpuAtStart() - cpu0) };
+      const split = { here: Math.max(0, here() - here0), servers: Math.max(0, servers() - servers0) };
+      return { seconds, cpuSeconds: split.here + split.servers, cpuSplit: split };
     },
   };
 }

@@ -11,7 +11,7 @@ import { basename, join } from 'node:path';
 import { type ObjectInfo, Store } from '@roamdesk/store';
 import { type CompressionMode, downloadObjects, type ObjectDescription, type Remote, type TransferReport, uploadObjects } from '@roamdesk/transfer';
 
-import { startMeter } from './cpu.ts';
+import { type Measurement, startMeter } from './cpu.ts';
 import { freePort, runCommand, startProcess, waitForPort, type ManagedProcess } from './exec.ts';
 import { assertSameGuest } from './qemu-img.ts';
 import type { GroupName, RunResult, Scenario } from './scenario.ts';
@@ -75,12 +75,13 @@ function describe(o: ObjectInfo): ObjectDescription {
   return { id: o.id, kind: o.kind, parent: o.parent, size: o.size, virtualSize: o.virtualSize };
 }
 
-function result(report: TransferReport, seconds: number, cpuSeconds: number, changedBytes: number, extra: Partial<RunResult> = {}): RunResult {
+/** A run's result; the CPU is also split between this process (the device) and the server, as phases. */
+function result(report: TransferReport, m: Measurement, changedBytes: number): RunResult {
   return {
-    seconds, cpuSeconds, changedBytes,
+    seconds: m.seconds, cpuSeconds: m.cpuSeconds, changedBytes,
     bytesWritten: report.bytesTransferred, bytesRead: report.bytesTransferred, bytesOnWire: report.bytesOnWire,
     counters: { piecesRetried: report.piecesRetried, compression: report.compression ? 1 : 0, bytesSaved: report.bytesSaved },
-    ...extra,
+    phases: { 'CPU device': m.cpuSplit.here, 'CPU server': m.cpuSplit.servers },
   };
 }
 
@@ -131,7 +132,7 @@ function downloadScenario(spec: DownloadSpec): Scenario {
       });
       const m = await meter.stop();
       if (report.compressionReason !== '' && ctx.runIndex === 0) ctx.log(report.compressionReason);
-      return result(report, m.seconds, m.cpuSeconds, spec.changed(ctx.workload));
+      return result(report, m, spec.changed(ctx.workload));
     },
     async verify(ctx) {
       if (spec.expect === null || device === undefined) return;
@@ -186,7 +187,7 @@ function uploadScenario(opts: { upgrade: boolean }): Scenario {
       const report = await uploadObjects({ store: device, remote: server.remote, objects: [describe(template.checkin)], upgrade: opts.upgrade });
       if (report.upgraded !== opts.upgrade) throw new Error(`expected ${opts.upgrade ? 'an upgraded' : 'a plain'} upload`);
       const m = await meter.stop();
-      return result(report, m.seconds, m.cpuSeconds, ctx.workload.checkin.changedBytes);
+      return result(report, m, ctx.workload.checkin.changedBytes);
     },
     async verify(ctx) {
       if (template === undefined || serverStore === undefined) return;
