@@ -145,7 +145,7 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
     const reloadTls = async (): Promise<TlsCredentials> => {
       if (config.tls === undefined) throw new ConfigError('no TLS to reload: the server was started without tls', { issues: [{ path: '/tls', message: 'not set' }] });
       const fresh = await loadTlsCredentials(config.tls);
-      (listening.server as unknown as HttpsServer).setSecureContext({ cert: fresh.cert, key: fresh.key });
+      (listening.server as HttpsServer).setSecureContext({ cert: fresh.cert, key: fresh.key });
       logTls(logger, fresh, 'TLS certificate reloaded');
       return fresh;
     };

@@ -1,5 +1,5 @@
 // @roamdesk/transfer: moves images and layers between stores. See README.md.
-export { isTransferError, isUntrustedCertificate, TransferError, type TransferErrorCode, UNTRUSTED_CERTIFICATE_HINT } from './errors.ts';
+export { isTransferError, TransferError, type TransferErrorCode } from './errors.ts';
 export { type Manifest, parseManifest, pieceCount, pieceRange, DEFAULT_PIECE_SIZE, MAX_PIECE_SIZE, MIN_PIECE_SIZE } from './manifest.ts';
 export { computeManifest, ManifestBuilder, ManifestCache, type ObjectMeta, sealWithManifest } from './manifest-source.ts';
 export { encodeFrameHeader, BufferPool, FRAME_HEADER_BYTES, ENCODING_RAW, ENCODING_ZSTD, type Frame } from './frames.ts';

@@ -238,7 +238,6 @@ function isConnectionLoss(e: unknown): boolean {
   return e.code === 'XFER_ERR_PROTOCOL' && e.message.includes('closed before a response');
 }
 
-
 /** Connections for the requests in flight, kept for the whole transfer. */
 export class StreamConnections {
   readonly #idle: StreamConnection[] = [];

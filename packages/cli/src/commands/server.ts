@@ -37,9 +37,9 @@ export function registerServer(program: Command, ctx: CommandContext): void {
       const logger = createLogger({ level: opts.logLevel, pretty: process.stderr.isTTY });
       const config: Record<string, unknown> = { listen: opts.listen, logLevel: opts.logLevel };
       if (opts.data !== undefined) config['dataDir'] = opts.data;
+      else if (defaultDataDir(process.env) === undefined) throw new CliUsageError('no data directory: pass --data DIR (HOME and XDG_DATA_HOME are unset)');
       if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new CliUsageError('--tls-cert and --tls-key go together: give both, or neither for plain HTTP');
       if (opts.tlsCert !== undefined && opts.tlsKey !== undefined) config['tls'] = { certFile: opts.tlsCert, keyFile: opts.tlsKey };
-      else if (defaultDataDir(process.env) === undefined) throw new CliUsageError('no data directory: pass --data DIR (HOME and XDG_DATA_HOME are unset)');
 
       const handle: ServerHandle = await startServer(config, { logger });
       logger.info({ url: handle.url, dataDir: handle.config.dataDir }, 'roamdesk server listening');

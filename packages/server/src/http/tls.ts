@@ -2,7 +2,7 @@
 // a wrong path, a key that belongs to another certificate or an unparsable file stops the start with an error
 // naming the file, instead of a listener whose every handshake fails.
 
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createSecureContext } from 'node:tls';
 
@@ -43,12 +43,13 @@ export async function loadTlsCredentials(files: TlsFiles): Promise<TlsCredential
   } catch (err) {
     throw invalid('/tls/certFile', `is not a PEM certificate: ${files.certFile}`, err);
   }
+  let privateKey: KeyObject;
   try {
-    createPrivateKey(key);
+    privateKey = createPrivateKey(key);
   } catch (err) {
     throw invalid('/tls/keyFile', `is not a PEM private key (an encrypted key needs its passphrase removed): ${files.keyFile}`, err);
   }
-  if (!leaf.checkPrivateKey(createPrivateKey(key))) {
+  if (!leaf.checkPrivateKey(privateKey)) {
     throw invalid('/tls', `the private key ${files.keyFile} does not belong to the certificate ${files.certFile}`);
   }
   try {
