@@ -3,7 +3,8 @@
  * CLI as a user runs it (a child process trusting the CA through NODE_EXTRA_CA_CERTS). Checks that wrong TLS
  * files stop the start and change nothing, that a device without the CA is told what to do, that check-out
  * (piece streams read straight from the TLS socket) and check-in (pieces on an upgraded TLS connection) work
- * end to end, and that SIGHUP's reload serves a renewed certificate and keeps the old one when the new is broken.
+ * end to end, that the console's WebSocket upgrades over TLS, and that SIGHUP's reload serves a renewed certificate
+ * and keeps the old one when the new is broken.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -15,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { connect } from 'node:tls';
 
 import { ConfigError, type ServerHandle } from '@roamdesk/server';
+import WebSocket from 'ws';
 
 import { tempDir } from '../support/guest-vm.ts';
 import { ADMIN, api, boot, login } from '../support/server.ts';
@@ -145,6 +147,22 @@ describe('the server over HTTPS', () => {
     const top = join(file('server-data'), 'store', 'objects', `${ci.top}.qcow2`);
     const read = sh('qemu-io', ['-r', '-f', 'qcow2', '-c', 'read -P 0x77 32M 6M', '-c', 'read -P 0x5a 0 8M', top]);
     assert.doesNotMatch(read, /verification failed/, 'the server holds the device\'s writes on top of the image');
+  });
+
+  it('the console\'s WebSocket upgrades over TLS too: a bad token is refused by the console route', async () => {
+    const ca = await readFile(file('ca.pem'));
+    const refused = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const ws = new WebSocket(`${h.url.replace(/^https/, 'wss')}/api/v1/console/ws?token=rdt_${'x'.repeat(43)}`, ['binary'], { ca });
+      ws.once('unexpected-response', (_req, res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      ws.once('open', () => reject(new Error('a bogus console token was accepted')));
+      ws.once('error', reject);
+    });
+    assert.equal(refused.status, 401);
+    assert.match(refused.body, /AUTH_INVALID/);
   });
 
   it('reloadTls (what SIGHUP runs) serves a renewed certificate to new connections, and keeps the old one when the new files are broken', async () => {
