@@ -31,6 +31,14 @@ const CACHE: Record<DiskCacheMode, { direct: boolean; noFlush: boolean; writeCac
   unsafe: { direct: false, noFlush: true, writeCache: 'on' },
 };
 
+/**
+ * What the writable top node gets (and a live seal's new overlay, store/seal-live.ts): a guest's all-zero writes
+ * and its discards (TRIM) become qcow2 zero clusters, which take no data in the layer the overlay is sealed into,
+ * instead of clusters full of zeros that every check-in and replication would carry. `unmap` also lets the file
+ * node punch the freed clusters out of the overlay file. (QEMU qapi BlockdevOptions: detect-zeroes, discard.)
+ */
+export const WRITABLE_NODE_OPTIONS = { 'detect-zeroes': 'unmap', discard: 'unmap' } as const;
+
 /** The -blockdev definitions of the chain, bottom → top. */
 export function diskBlockdevs(spec: VmSpec): QmpBlockdevOptionsQcow2[] {
   const cache = CACHE[spec.disk.cache ?? 'writeback'];
@@ -43,7 +51,8 @@ export function diskBlockdevs(spec: VmSpec): QmpBlockdevOptionsQcow2[] {
       'node-name': node.nodeName,
       'read-only': readOnly,
       cache: cacheOpts,
-      file: { driver: 'file', filename: node.path, 'read-only': readOnly, cache: cacheOpts },
+      ...(readOnly ? {} : WRITABLE_NODE_OPTIONS),
+      file: { driver: 'file', filename: node.path, 'read-only': readOnly, cache: cacheOpts, ...(readOnly ? {} : { discard: 'unmap' as const }) },
       backing: i === 0 ? null : nodes[i - 1]!.nodeName,
     };
   });

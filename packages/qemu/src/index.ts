@@ -1,7 +1,7 @@
 // @roamdesk/qemu: buildQemuArgs (pure), the VM runner (src/node/), and the qemu-img wrapper (src/img/).
 export * from './errors.ts';
 export * from './spec.ts';
-export { buildQemuArgs, diskBlockdevs } from './args.ts';
+export { buildQemuArgs, diskBlockdevs, WRITABLE_NODE_OPTIONS } from './args.ts';
 export { hmpQemuIo } from './hmp.ts';
 export { runPaths, socketPathExcess, specInRunDir, type VmConfig, type VmPaths } from './run-paths.ts';
 export { classifyExit, type ExitFacts, type VmExit, type VmExitReason } from './exit.ts';

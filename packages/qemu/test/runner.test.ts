@@ -3,7 +3,7 @@
  * to boot. Every test kills what it started in `finally`.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { appendFile, mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 
@@ -84,6 +84,23 @@ describe('startVm / Vm with real QEMU', { skip: skipReason }, () => {
       assert.deepEqual((await readdir(t.runDir)).sort(), ['qemu.stderr.log', 'serial.log']);
       await vm.cleanup({ logs: true });
       assert.deepEqual(await readdir(t.runDir), []);
+    });
+  });
+
+  it('the writable node turns all-zero writes and discards into zero clusters: no data in the overlay', async () => {
+    await withVm(async (vm, t) => {
+      const io = (cmd: string) => vm.qmp.execute('human-monitor-command', { 'command-line': hmpQemuIo('disk0', cmd) });
+      await io('write -P 0xab 0 1M');
+      await io('write -P 0 4M 2M');
+      await io('discard 0 64k');
+      await vm.powerDown({ timeoutMs: 300 });
+      const overlay = `${t.dir}/overlay.qcow2`;
+      const map = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', '-f', 'qcow2', overlay], { encoding: 'utf8' })) as Array<{ start: number; length: number; depth: number; zero: boolean; data: boolean }>;
+      const at = (offset: number) => map.find((e) => e.start <= offset && offset < e.start + e.length);
+      assert.deepEqual(at(64 * 1024), { ...at(64 * 1024)!, depth: 0, data: true }, 'the 0xab write is data in the overlay');
+      for (const offset of [0, 4 * 1024 * 1024, 6 * 1024 * 1024 - 1]) {
+        assert.deepEqual(at(offset), { ...at(offset)!, depth: 0, zero: true, data: false }, `offset ${offset}: a zero cluster of the overlay, no data`);
+      }
     });
   });
 

@@ -4,7 +4,8 @@
  *  1. `qemu-img create -f qcow2 -b <old overlay's file name> -F qcow2 -u <new> <size>`: a RELATIVE backing name
  *     (blockdev-snapshot-sync would write an absolute or json: name — notes/guest.md §4 traps 1–2). `-u` because
  *     the VM holds the old overlay's write lock, so qemu-img may not open it.
- *  2. QMP blockdev-add {driver: qcow2, node-name: <new>, file: {driver: file, filename}, backing: null}.
+ *  2. QMP blockdev-add {driver: qcow2, node-name: <new>, file: {driver: file, filename}, backing: null}, with the
+ *     options every writable top node gets (WRITABLE_NODE_OPTIONS: zero writes and discards become zero clusters).
  *  3. QMP blockdev-snapshot {node: <active>, overlay: <new>}: guest writes now land in <new>; QEMU flushes the old
  *     node and reopens it read-only (its fd becomes O_RDONLY; qemu-img can then open it without -U).
  *  4. Hash the old overlay and publish it as `<hash>.qcow2` by link(2), KEEPING the old name.
@@ -29,7 +30,7 @@
 import { basename, join } from 'node:path';
 
 import { checkUntrustedLayer } from '@roamdesk/qcow2';
-import type { QemuImg } from '@roamdesk/qemu';
+import { type QemuImg, WRITABLE_NODE_OPTIONS } from '@roamdesk/qemu';
 import type { QmpClient } from '@roamdesk/qmp';
 
 import { discard, fsyncDir, fsyncPath } from './durable.ts';
@@ -113,7 +114,7 @@ export async function sealLive(ctx: Ctx, overlay: Overlay, vm: LiveVm, opts: { l
   // 2–3. Attach it and switch guest writes to it. Until blockdev-snapshot returns, a failure leaves the VM as it was.
   try {
     await step('blockdev-add', () => vm.qmp.execute('blockdev-add', {
-      driver: 'qcow2', 'node-name': newNode, file: { driver: 'file', filename: newPath }, backing: null,
+      driver: 'qcow2', 'node-name': newNode, ...WRITABLE_NODE_OPTIONS, file: { driver: 'file', filename: newPath, discard: 'unmap' }, backing: null,
     }));
     await step('blockdev-snapshot', () => vm.qmp.execute('blockdev-snapshot', { node: vm.activeNode, overlay: newNode }));
   } catch (e) {

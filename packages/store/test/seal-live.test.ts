@@ -78,6 +78,8 @@ describe('Store.sealLive with a running QEMU', { skip: haveQemu && haveQemuImg &
     const second = await store.sealLive(first.overlay, { qmp, device: 'disk0', activeNode: first.activeNode });
     const layer2 = second.layer;
     assert.equal(layer2.parent, layer1.id);
+    // The overlay a live seal attaches is a writable top node like any: an all-zero write becomes a zero cluster.
+    assert.equal(await hmp(`qemu-io -d ${QDEV} "write -P 0 16M 1M"`), '');
 
     // Live export of the running chain (-U), compared with the live chain.
     const exported = join(dir, 'exported.qcow2');
@@ -88,6 +90,10 @@ describe('Store.sealLive with a running QEMU', { skip: haveQemu && haveQemuImg &
     await qmp.close().catch(() => undefined);
     qmp = null;
     await new Promise<void>((r) => { if (vm!.exitCode !== null || vm!.signalCode !== null) r(); else vm!.once('exit', () => r()); });
+
+    const map = JSON.parse(mustSh('qemu-img', ['map', '--output=json', '-f', 'qcow2', second.overlay.path])) as Array<{ start: number; length: number; depth: number; zero: boolean; data: boolean }>;
+    const zeroed = map.find((e) => e.start <= 16 * 1024 * 1024 && 16 * 1024 * 1024 < e.start + e.length);
+    assert.deepEqual(zeroed && [zeroed.depth, zeroed.zero, zeroed.data], [0, true, false], 'zeros written after a live seal take no data');
 
     const l1 = store.objectPath(layer1.id);
     const l2 = store.objectPath(layer2.id);
