@@ -165,6 +165,44 @@ describe('the server over HTTPS', () => {
     assert.match(refused.body, /AUTH_INVALID/);
   });
 
+  it('`roamdesk server --tls-cert --tls-key` serves HTTPS and loads a renewed certificate on SIGHUP', async () => {
+    const ca = await readFile(file('ca.pem'));
+    await copyFile(file('server.pem'), file('cli.pem'));
+    await copyFile(file('server.key'), file('cli.key'));
+    const env: NodeJS.ProcessEnv = { ...process.env, ROAMDESK_ADMIN_PASSWORD: ADMIN, NO_COLOR: '1' };
+    const server = spawn(process.execPath, [BIN, 'server', '--data', file('cli-data'), '--listen', '127.0.0.1:0', '--log-level', 'warn',
+      '--tls-cert', file('cli.pem'), '--tls-key', file('cli.key'), '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        const timer = setTimeout(() => reject(new Error(`no start within 60 s: ${out}`)), 60_000);
+        server.stdout.setEncoding('utf8').on('data', (c: string) => {
+          out += c;
+          const m = /"url":\s*"(https:\/\/[^"]+)"/.exec(out);
+          if (m?.[1] !== undefined) {
+            clearTimeout(timer);
+            resolve(m[1]);
+          }
+        });
+        server.once('exit', (code) => reject(new Error(`the server exited (${String(code)}) before listening`)));
+      });
+      const port = Number(new URL(url).port);
+      assert.equal(await servedFingerprint(port, ca), new X509Certificate(await readFile(file('server.pem'))).fingerprint256);
+      await copyFile(file('renewed.pem'), file('cli.pem'));
+      await copyFile(file('renewed.key'), file('cli.key'));
+      server.kill('SIGHUP');
+      const renewed = new X509Certificate(await readFile(file('renewed.pem'))).fingerprint256;
+      const deadline = Date.now() + 10_000;
+      while ((await servedFingerprint(port, ca)) !== renewed) {
+        assert.ok(Date.now() < deadline, 'the renewed certificate is served within 10 s of SIGHUP');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      server.kill('SIGTERM');
+      if (server.exitCode === null && server.signalCode === null) await once(server, 'exit');
+    }
+  });
+
   it('reloadTls (what SIGHUP runs) serves a renewed certificate to new connections, and keeps the old one when the new files are broken', async () => {
     const ca = await readFile(file('ca.pem'));
     const port = Number(new URL(h.url).port);

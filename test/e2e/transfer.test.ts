@@ -125,6 +125,34 @@ describe('transfer engine end to end', () => {
     assert.equal(again.objects[0]?.action, 'present');
   });
 
+  it('piece streams that devices abandon mid-way give their sender slots back: the server keeps serving', async () => {
+    const m = await api(server, 'GET', `/objects/${image.id}/manifest`, admin);
+    assert.equal(m.statusCode, 200, m.body);
+    const pieces = m.json<{ pieces: string[] }>().pieces.length;
+    const url = new URL(server.url);
+    // More abandoned streams than the server sends at once (8): each would have held its slot forever.
+    for (let i = 0; i < 12; i++) {
+      const socket = connect(Number(url.port), url.hostname);
+      await once(socket, 'connect');
+      socket.write(`GET /api/v1/objects/${image.id}/pieces?first=0&count=${pieces} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${admin}\r\n\r\n`);
+      let got = 0;
+      // Bounded: a server whose slots all leaked never sends, and the assertion below says so.
+      socket.setTimeout(30_000, () => socket.destroy());
+      await new Promise<void>((resolve) => {
+        socket.on('data', (d: Buffer) => {
+          got += d.length;
+          if (got > 5 * MiB) socket.destroy();
+        });
+        socket.on('error', () => undefined);
+        socket.once('close', () => resolve());
+      });
+      assert.ok(got > 5 * MiB, `abandoned stream ${i + 1} got ${got} bytes: the server no longer sends pieces`);
+    }
+    const s = await store('abandoned');
+    const r = await downloadObjects({ store: s, remote: remote(), objects: [image], signal: AbortSignal.timeout(60_000) });
+    assert.equal(r.objects[0]?.action, 'transferred', 'a download after them still gets every piece');
+  });
+
   it('uploads a layer (the server re-hashes and checks it) and a second upload sends nothing', async () => {
     const s = await store('a');
     const overlay = await s.createOverlay(image.id);

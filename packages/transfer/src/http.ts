@@ -133,10 +133,20 @@ export function writeChunks(w: Writable, chunks: readonly Buffer[]): Promise<voi
       reject(new TransferError('XFER_ERR_NETWORK', 'the connection is closed'));
       return;
     }
+    // A ServerResponse whose connection goes away never calls the callback of a write it still holds: without
+    // this, the writer (a piece stream, with its file, buffers and sender slot) would wait forever.
+    const onClose = (): void => reject(new TransferError('XFER_ERR_NETWORK', 'the connection closed during a write'));
+    w.once('close', onClose);
     w.cork();
     chunks.forEach((c, i) => {
       if (i < chunks.length - 1) w.write(c);
-      else w.write(c, (e) => (e ? reject(e) : resolve()));
+      else {
+        w.write(c, (e) => {
+          w.off('close', onClose);
+          if (e) reject(e);
+          else resolve();
+        });
+      }
     });
     w.uncork();
   });
