@@ -614,7 +614,7 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     assert.deepEqual((await cli(dir, ['status']))['checkouts'], []);
   });
 
-  it('with a display the local VM opens a QEMU window; a display QEMU cannot open falls back to VNC only', async () => {
+  it('with a display the local VM opens a QEMU window; a display QEMU cannot open falls back to VNC only; stop --force quits at once', async () => {
     await createDesktop(h, token, guest, 'win', guestAppend(guest, 'idle'));
     const dir = home('home-k');
     await new StateStore(dir).save({ version: 1, server: h.url, session: { user: 'admin', role: 'admin', token, expiresAt: new Date(Date.now() + 3_600_000).toISOString() } });
@@ -641,8 +641,10 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     const headless = await cli(dir, ['start', 'win'], { DISPLAY: ':987', ROAMDESK_DISPLAY: '' });
     assert.equal(headless['display'], 'none');
     assert.equal((await agentFor('home-k').vm('win')).running, true);
-    await idle();
-    assert.equal((await cli(dir, ['stop', 'win']))['wasRunning'], true);
+    // --force: no graceful power-down, even for a guest still booting (it would ignore the power button).
+    const forced = await cli(dir, ['stop', 'win', '--force']);
+    assert.deepEqual([forced['wasRunning'], forced['how']], [true, 'quit']);
+    assert.equal((await agentFor('home-k').vm('win')).running, false);
   });
 });
 

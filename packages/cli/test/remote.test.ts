@@ -13,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 
 import { ADMIN_PASSWORD, createTestApp, type TestApp } from '../../server/test/harness.ts';
 
+const STOP_TIMEOUT_MS = 4321;
+
 const BIN = fileURLToPath(new URL('../bin/roamdesk.js', import.meta.url));
 
 interface Run {
@@ -67,7 +69,7 @@ describe('roamdesk remote commands', () => {
   let work: string;
 
   before(async () => {
-    t = await createTestApp();
+    t = await createTestApp({ stopTimeoutMs: STOP_TIMEOUT_MS });
     await t.app.listen({ host: '127.0.0.1', port: 0 });
     url = `http://127.0.0.1:${(t.app.server.address() as AddressInfo).port}`;
     home = await mkdtemp(join(tmpdir(), 'roamdesk-cli-home-'));
@@ -216,6 +218,11 @@ describe('roamdesk remote commands', () => {
     assert.match(running.stderr, /hint: stop it first/);
     const st = ok(await roamdesk(home, ['stop', 'work', '--json']));
     assert.equal(json<{ desktop: { state: string } }>(st).desktop.state, 'stopped');
+    assert.equal(t.runtime.calls.at(-1), `stop work ${STOP_TIMEOUT_MS}`, 'a graceful stop gets the server\'s timeout');
+    ok(await roamdesk(home, ['start', 'work']));
+    const forced = ok(await roamdesk(home, ['stop', 'work', '--force']));
+    assert.match(forced.stdout, /Desktop work is stopped/);
+    assert.equal(t.runtime.calls.at(-1), 'stop work 0', '--force: no time for a graceful power-down');
     const unknown = await roamdesk(home, ['start', 'nosuch']);
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /\[NOT_FOUND\]/);

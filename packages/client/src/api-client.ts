@@ -166,8 +166,10 @@ export class ApiClient {
     return (await this.http.json<DesktopResponse>('POST', `/desktops/${seg(name)}/start`, o)).desktop;
   }
 
-  async stopDesktop(name: string, o: CallOptions = {}): Promise<Desktop> {
-    return (await this.http.json<DesktopResponse>('POST', `/desktops/${seg(name)}/stop`, o)).desktop;
+  /** `force`: no graceful power-down, the VM quits at once (a hung guest). */
+  async stopDesktop(name: string, o: CallOptions & { force?: boolean } = {}): Promise<Desktop> {
+    const { force, ...rest } = o;
+    return (await this.http.json<DesktopResponse>('POST', `/desktops/${seg(name)}/stop`, { query: { force: force === true ? 'true' : undefined }, ...rest })).desktop;
   }
 
   async restartDesktop(name: string, o: CallOptions = {}): Promise<Desktop> {

@@ -96,6 +96,13 @@ describe('desktops', () => {
     const restart = await t.request('POST', '/api/v1/desktops/hana-1/restart', { token: hana });
     assert.equal(restart.statusCode, 200);
     assert.deepEqual(t.runtime.calls.slice(-3), ['start hana-1', 'stop hana-1 1234', 'start hana-1']);
+    // force: no graceful power-down, the runtime gets no time to wait; a malformed flag changes nothing.
+    const bad = await t.request('POST', '/api/v1/desktops/hana-1/restart?force=maybe', { token: hana });
+    assert.equal(bad.statusCode, 400);
+    assert.equal(t.runtime.calls.at(-1), 'start hana-1');
+    const forced = await t.request('POST', '/api/v1/desktops/hana-1/restart?force=true', { token: hana });
+    assert.equal(forced.statusCode, 200, forced.body);
+    assert.deepEqual(t.runtime.calls.slice(-2), ['stop hana-1 0', 'start hana-1']);
 
     const stop = await t.request('POST', '/api/v1/desktops/hana-1/stop', { token: hana });
     assert.equal(stop.json<DesktopBody>().desktop.state, 'stopped');

@@ -65,6 +65,13 @@ export const DesktopListResponse = Type.Object({ desktops: Type.Array(Desktop) }
 export type DesktopListResponse = Static<typeof DesktopListResponse>;
 
 
+/** `POST /desktops/:name/stop|restart?force=true`: quit the VM at once instead of a graceful power-down. */
+export const StopQuery = Type.Object(
+  { force: Type.Optional(Type.Boolean({ description: 'skip the ACPI power-down: QEMU quits at once (a hung guest; unsaved guest data is lost)' })) },
+  { additionalProperties: false },
+);
+export type StopQuery = Static<typeof StopQuery>;
+
 export const SerialLogQuery = Type.Object(
   { tail: Type.Optional(Type.Integer({ minimum: 1, maximum: SERIAL_LOG_TAIL_MAX, description: 'last N bytes' })) },
   { additionalProperties: false },

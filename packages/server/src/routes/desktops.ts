@@ -12,6 +12,7 @@ import {
   NameParams,
   SERIAL_LOG_TAIL_DEFAULT,
   SerialLogQuery,
+  StopQuery,
 } from '@roamdesk/api';
 import { Type } from 'typebox';
 import type { AppContext } from '../context.ts';
@@ -146,13 +147,19 @@ export const desktopRoutes: RoutePlugin = (ctx) => (app, _options, done) => {
   for (const [verb, action, run] of actions) {
     app.post(
       `/desktops/:name/${verb}`,
-      { schema: { tags, summary: `${verb[0]?.toUpperCase()}${verb.slice(1)} the desktop on the server`, params: NameParams, response: { 200: DesktopResponse, ...errorResponses } } },
+      {
+        schema: {
+          tags, summary: `${verb[0]?.toUpperCase()}${verb.slice(1)} the desktop on the server`, params: NameParams,
+          ...(verb === 'start' ? {} : { querystring: StopQuery }), response: { 200: DesktopResponse, ...errorResponses },
+        },
+      },
       async (request) => {
         const caller = callerOf(request);
         const d = await visibleDesktop(ctx.db, caller, request.params.name);
+        const force = (request.query as StopQuery | undefined)?.force === true;
         const after = await ctx.audit.run(
-          { actor: caller, action, desktopId: d.id, target: d.name, detail: { from: d.state } },
-          () => run(ctx, d),
+          { actor: caller, action, desktopId: d.id, target: d.name, detail: { from: d.state, ...(force ? { force } : {}) } },
+          () => run(ctx, d, { force }),
           (r) => ({ detail: { to: r.state } }),
         );
         return { desktop: toApiDesktop(after) };

@@ -73,11 +73,12 @@ export async function startDesktop(ctx: Ctx, d: DesktopView): Promise<DesktopVie
   return reload(ctx, d.id);
 }
 
-export async function stopDesktop(ctx: Ctx, d: DesktopView): Promise<DesktopView> {
+/** Graceful ACPI power-down, the VM killed after stopTimeoutMs; `force`: no power-down, QEMU quits at once. */
+export async function stopDesktop(ctx: Ctx, d: DesktopView, opts: { force?: boolean } = {}): Promise<DesktopView> {
   // From 'error' too: a failed start may have left a process behind, and stop is how it is cleaned up.
   await claim(ctx, d, ['running', 'error'], 'stopping', 'stop');
   try {
-    await ctx.runtime.stop(toRuntimeDesktop(ctx.paths, d), { timeoutMs: ctx.config.stopTimeoutMs });
+    await ctx.runtime.stop(toRuntimeDesktop(ctx.paths, d), { timeoutMs: opts.force === true ? 0 : ctx.config.stopTimeoutMs });
   } catch (err) {
     await setState(ctx.db, d.id, 'error', ctx.nowIso());
     throw runtimeFailure(err, d, 'stop');
@@ -87,8 +88,8 @@ export async function stopDesktop(ctx: Ctx, d: DesktopView): Promise<DesktopView
 }
 
 /** Stop then start. Only a running desktop restarts; a stopped one is started with start. */
-export async function restartDesktop(ctx: Ctx, d: DesktopView): Promise<DesktopView> {
+export async function restartDesktop(ctx: Ctx, d: DesktopView, opts: { force?: boolean } = {}): Promise<DesktopView> {
   if (d.state !== 'running') throw refusal(d, 'stop');
-  const stopped = await stopDesktop(ctx, d);
+  const stopped = await stopDesktop(ctx, d, opts);
   return startDesktop(ctx, stopped);
 }

@@ -29,10 +29,11 @@ export async function localStart(name: string, out: Output): Promise<boolean> {
   return true;
 }
 
-export async function localStop(name: string, out: Output): Promise<boolean> {
+/** `force`: no graceful power-down (QMP quit at once). */
+export async function localStop(name: string, out: Output, opts: { force?: boolean } = {}): Promise<boolean> {
   const agent = await checkedOutHere(name);
   if (agent === null) return false;
-  const r = await agent.stop(name);
+  const r = await agent.stop(name, opts.force === true ? { timeoutMs: 0 } : {});
   out.result({ desktop: name, location: 'this-device', ...r }, () =>
     !r.wasRunning ? `${name} is not running on this device.` : `Stopped ${name} on this device${r.how === 'powerdown' ? '' : ` (forced: ${r.how})`}.`,
   );

@@ -36,23 +36,34 @@ export function registerDesktops(program: Command, ctx: CommandContext): void {
       }),
     );
 
-  for (const [verb, done, desc] of [
-    ['start', 'running', 'start a desktop (on this device when it is checked out here, else on the server)'],
-    ['stop', 'stopped', 'stop a desktop (graceful power-down, killed after a timeout); on this device when it is checked out here'],
-  ] as const) {
-    program
-      .command(verb)
-      .description(desc)
-      .argument('<name>', 'desktop name')
-      .action((name: string, _opts: unknown, cmd: Command) =>
-        runRemote(ctx, cmd, async (remote, out) => {
-          if (await (verb === 'start' ? localStart(name, out) : localStop(name, out))) return;
-          const { client } = await remote.connect();
-          const desktop = verb === 'start' ? await client.startDesktop(name) : await client.stopDesktop(name);
-          out.result({ desktop }, () => `Desktop ${desktop.name} is ${desktop.state === done ? done : desktop.state}.`);
-        }),
-      );
-  }
+  program
+    .command('start')
+    .description('start a desktop (on this device when it is checked out here, else on the server)')
+    .argument('<name>', 'desktop name')
+    .action((name: string, _opts: unknown, cmd: Command) =>
+      runRemote(ctx, cmd, async (remote, out) => {
+        if (await localStart(name, out)) return;
+        const { client } = await remote.connect();
+        const desktop = await client.startDesktop(name);
+        out.result({ desktop }, () => `Desktop ${desktop.name} is ${desktop.state}.`);
+      }),
+    );
+
+  program
+    .command('stop')
+    .description('stop a desktop (graceful power-down, killed after a timeout); on this device when it is checked out here')
+    .argument('<name>', 'desktop name')
+    .option('--force', 'no graceful power-down: the VM quits at once (a hung guest; what the guest had not saved is lost)')
+    .action((name: string, opts: { force?: boolean }, cmd: Command) =>
+      runRemote(ctx, cmd, async (remote, out) => {
+        const force = opts.force === true;
+        if (!force && !out.opts.json) process.stderr.write(`Asking ${name}'s guest to shut down (it is killed after a timeout; --force stops it at once)…\n`);
+        if (await localStop(name, out, { force })) return;
+        const { client } = await remote.connect();
+        const desktop = await client.stopDesktop(name, { force });
+        out.result({ desktop }, () => `Desktop ${desktop.name} is ${desktop.state}.`);
+      }),
+    );
 
   program
     .command('logs')
