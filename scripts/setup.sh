@@ -27,9 +27,9 @@ need=(
 )
 if [ "$mode" = "--test" ]; then
   # rsync: the benchmark's baseline; chromium: the browser test of the remote console; QEMU's GTK window on an
-  # X server of the test's own (Xvfb), found with xwininfo: the local VM's window.
+  # X server of the test's own (Xvfb), found with xwininfo: the local VM's window; openssl: the HTTPS test's CA.
   need+=("/usr/bin/rsync rsync" "/usr/bin/chromium chromium" "/usr/lib/x86_64-linux-gnu/qemu/ui-gtk.so qemu-system-gui"
-    "/usr/bin/Xvfb xvfb" "/usr/bin/xwininfo x11-utils")
+    "/usr/bin/Xvfb xvfb" "/usr/bin/xwininfo x11-utils" "/usr/bin/openssl openssl")
 fi
 missing=()
 for entry in "${need[@]}"; do
