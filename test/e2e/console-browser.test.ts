@@ -18,7 +18,7 @@ import type { ServerHandle } from '@roamdesk/server';
 import { chromium, type Browser } from 'playwright-core';
 
 import { tempDir } from '../support/guest-vm.ts';
-import { api, boot, createDesktop, killOurs, login, serial, until } from '../support/server.ts';
+import { api, boot, createDesktop, killOurs, login, ourQemus, serial, until } from '../support/server.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -124,6 +124,51 @@ describe('console in a real browser', { skip: existsSync(CHROMIUM) ? false : `${
       assert.deepEqual(await events(), ['console.end', 'console.start']);
       const stopped = await api(server, 'POST', '/desktops/demo/stop', token);
       assert.equal(stopped.statusCode, 200, stopped.body);
+    } finally {
+      await browser?.close();
+      await h?.close();
+      await killOurs(tmp.dir);
+      await tmp.remove();
+    }
+  });
+
+  it('the portal starts a desktop, then force-stops it after a confirmation', async () => {
+    const tmp = await tempDir('roamdesk-e2e-portal-');
+    let h: ServerHandle | undefined;
+    let browser: Browser | undefined;
+    try {
+      const guest = await findGuest();
+      h = await boot(tmp.dir);
+      const token = await login(h);
+      assert.equal((await api(h, 'POST', '/images', token, { name: 'guest', path: guest.disk, format: 'qcow2' })).statusCode, 201);
+      await createDesktop(h, token, guest, 'desk', guestAppend(guest, 'idle'));
+
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+      const context = await browser.newContext();
+      await context.addInitScript({ content: `sessionStorage.setItem('roamdesk.token', ${JSON.stringify(token)});` });
+      const page = await context.newPage();
+      const pageErrors: string[] = [];
+      page.on('pageerror', (e) => pageErrors.push(e.message));
+      await page.goto(`${h.url}/`);
+      const row = page.locator('#desktops tbody tr', { hasText: 'desk' });
+      await row.locator('button[data-action="start"]').click();
+      await row.locator('a', { hasText: 'Open console' }).waitFor({ timeout: 60_000 });
+      assert.match(await row.textContent() ?? '', /running/);
+      assert.equal(await row.locator('button[data-action="start"]').count(), 0, 'no Start for a running desktop');
+
+      // Force stop asks first: dismissing changes nothing, accepting stops the VM at once.
+      page.once('dialog', (d) => void d.dismiss());
+      await row.locator('button[data-action="force-stop"]').click();
+      assert.equal((await api(h, 'GET', '/desktops/desk', token)).json<{ desktop: { state: string } }>().desktop.state, 'running');
+      page.once('dialog', (d) => void d.accept());
+      await row.locator('button[data-action="force-stop"]').click();
+      await row.locator('button[data-action="start"]').waitFor({ timeout: 60_000 });
+      assert.match(await row.textContent() ?? '', /stopped/);
+      assert.equal((await api(h, 'GET', '/desktops/desk', token)).json<{ desktop: { state: string } }>().desktop.state, 'stopped');
+      assert.deepEqual(await ourQemus(tmp.dir), [], 'the VM is gone');
+      const events = (await api(h, 'GET', '/events?desktop=desk&limit=10', token)).json<{ events: Array<{ action: string; detail: Record<string, unknown> }> }>().events;
+      assert.equal(events.find((e) => e.action === 'desktop.stop')?.detail['force'], true, 'the portal asked for a forced stop');
+      assert.deepEqual(pageErrors, []);
     } finally {
       await browser?.close();
       await h?.close();

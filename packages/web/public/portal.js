@@ -1,5 +1,5 @@
 // @ts-check
-// The minimal portal: log in, list my desktops, open a console. (The full portal comes later.)
+// The minimal portal: log in, list my desktops, start and stop those on the server, open a console.
 import { api, ensureLogin, forgetToken } from '/api.js';
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -35,11 +35,20 @@ async function main() {
       tr.append(td);
     }
     const td = document.createElement('td');
-    if (d.state === 'running' && d.location === 'server') {
-      const a = document.createElement('a');
-      a.href = `/console/${encodeURIComponent(d.name)}`;
-      a.textContent = 'Open console';
-      td.append(a);
+    td.className = 'actions';
+    if (d.location === 'server') {
+      if (d.state === 'running') {
+        const a = document.createElement('a');
+        a.href = `/console/${encodeURIComponent(d.name)}`;
+        a.textContent = 'Open console';
+        td.append(a);
+      }
+      if (d.state === 'stopped') td.append(action(d.name, 'Start', 'start'));
+      // From 'error' too: stopping is how a failed start is cleaned up.
+      if (d.state === 'running' || d.state === 'error') {
+        td.append(action(d.name, 'Shut down', 'stop'));
+        td.append(action(d.name, 'Force stop', 'force-stop', `Stop ${d.name} at once? What its guest has not saved is lost.`));
+      }
     }
     tr.append(td);
     tbody.append(tr);
@@ -48,6 +57,32 @@ async function main() {
   // While a check-out, replication or check-in runs, follow its progress.
   if (operations.some((/** @type {any} */ o) => o.state === 'running')) setTimeout(() => location.reload(), 3000);
   $('desktops').hidden = false;
+}
+
+const ACTION_PATHS = { start: 'start', stop: 'stop', 'force-stop': 'stop?force=true' };
+
+/**
+ * A button that POSTs the action and then shows the new state. A stop waits for the guest to shut down (up to
+ * the server's timeout), so the button says what it is doing meanwhile.
+ */
+function action(/** @type {string} */ name, /** @type {string} */ label, /** @type {keyof typeof ACTION_PATHS} */ kind, confirmText = '') {
+  const button = document.createElement('button');
+  button.textContent = label;
+  button.dataset['action'] = kind;
+  button.addEventListener('click', async () => {
+    if (confirmText !== '' && !confirm(confirmText)) return;
+    for (const b of document.querySelectorAll('td.actions button')) /** @type {HTMLButtonElement} */ (b).disabled = true;
+    button.textContent = `${label}…`;
+    try {
+      await api(`/api/v1/desktops/${encodeURIComponent(name)}/${ACTION_PATHS[kind]}`, { method: 'POST' });
+      location.reload();
+    } catch (e) {
+      $('error').textContent = e instanceof Error ? e.message : String(e);
+      button.textContent = label;
+      for (const b of document.querySelectorAll('td.actions button')) /** @type {HTMLButtonElement} */ (b).disabled = false;
+    }
+  });
+  return button;
 }
 
 /** "server", or which device holds the lease and since when. */
