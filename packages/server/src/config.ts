@@ -154,6 +154,11 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host, port: Number(listen.slice(i + 1)) };
 }
 
+/** Whether a listen host is reachable from this machine only (127.0.0.0/8, ::1, localhost). */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 /** The data directory layout. Only these functions know it. */
 export interface DataPaths {
   root: string;

@@ -12,7 +12,7 @@ import { pino } from 'pino';
 import { buildApp, createContext } from './app.ts';
 import { ensureInitialAdmin } from './auth/bootstrap.ts';
 import { argon2Hasher } from './auth/password.ts';
-import { ConfigError, type DataPaths, dataPaths, parseConfig, parseListen, type ServerConfig } from './config.ts';
+import { ConfigError, type DataPaths, dataPaths, isLoopbackHost, parseConfig, parseListen, type ServerConfig } from './config.ts';
 import type { AppDeps } from './context.ts';
 import { migrateToLatest } from './db/migrations.ts';
 import type { Database } from './db/schema.ts';
@@ -137,6 +137,9 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
     const { host, port } = parseListen(config.listen);
     const url = await app.listen({ host, port });
     if (tls !== undefined) logTls(logger, tls, 'serving HTTPS');
+    else if (!isLoopbackHost(host) && !config.trustProxy) {
+      logger.warn({ listen: config.listen }, 'serving plain HTTP beyond this machine: passwords, tokens and disks travel unencrypted; give --tls-cert and --tls-key, or put a TLS reverse proxy in front');
+    }
 
     let closing: Promise<void> | undefined;
     let resolveClosed: () => void = () => {};

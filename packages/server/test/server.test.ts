@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
-import { ConfigError, defaultDataDir, parseConfig, parseListen } from '../src/config.ts';
+import { ConfigError, defaultDataDir, isLoopbackHost, parseConfig, parseListen } from '../src/config.ts';
 import { startServer } from '../src/server.ts';
 import { FakeRuntime, FakeStore } from './fakes.ts';
 import { testHasher } from './harness.ts';
@@ -47,6 +47,11 @@ describe('config', () => {
     assert.throws(() => parseConfig({ dataDir: '/d', adminPassword: 'short' }, {}), ConfigError);
     assert.throws(() => parseConfig({}, {}), (e: unknown) => e instanceof ConfigError && e.data.issues.some((i) => i.message.includes('dataDir')));
     assert.throws(() => parseConfig('nope', {}), ConfigError);
+  });
+
+  it('tells loopback listen hosts (plain HTTP is fine there) from the others (the server warns)', () => {
+    for (const host of ['127.0.0.1', '127.1.2.3', '::1', 'localhost']) assert.equal(isLoopbackHost(host), true, host);
+    for (const host of ['0.0.0.0', '::', '10.0.0.1', '192.168.1.5', 'desk.example.org', '127.0.0.1.example.org']) assert.equal(isLoopbackHost(host), false, host);
   });
 
   it('refuses a data directory too long for the VMs\' UNIX sockets, saying by how much', () => {
