@@ -8,11 +8,11 @@
  * Each run gets a fresh server (a `roamdesk server` process) and device; every QEMU under the run's data dir is
  * killed in teardown, whatever happened.
  */
-import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { findGuest, guestAppend, type GuestBuild } from '@roamdesk/cli';
 import { DeviceAgent } from '@roamdesk/client';
+import { findQemuProcesses } from '@roamdesk/server';
 
 import { startMeter } from './cpu.ts';
 import type { ManagedProcess } from './exec.ts';
@@ -24,7 +24,8 @@ interface Running {
   readonly server: ManagedProcess;
   readonly url: string;
   readonly token: string;
-  readonly dataDir: string;
+  /** Where the server runs its VMs (under the path it was given: QEMU's argv names it). */
+  readonly vmsDir: string;
   readonly agent: DeviceAgent;
 }
 
@@ -51,23 +52,7 @@ async function runningDesktop(ctx: RunContext, guest: GuestBuild): Promise<Runni
   }
   const agent = new DeviceAgent({ home: join(ctx.runDir, 'device'), session: { server: url, token: s.remote.token } });
   await agent.register({ name: 'bench' });
-  return { server: s.proc, url, token: s.remote.token, dataDir, agent };
-}
-
-/** Kills every QEMU serving a QMP socket under `dataDir`'s vms/ (ours by construction): no VM outlives a run. */
-async function killQemusUnder(dataDir: string): Promise<void> {
-  const marker = `unix:${join(dataDir, 'vms')}/`;
-  for (const e of await readdir('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const argv = await readFile(`/proc/${e}/cmdline`, 'utf8').catch(() => '');
-    if (argv.includes('qemu-system-') && argv.includes(marker)) {
-      try {
-        process.kill(Number(e), 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  }
+  return { server: s.proc, url, token: s.remote.token, vmsDir: join(s.servedDataDir, 'vms'), agent };
 }
 
 function runningScenario(kind: 'stop' | 'checkout'): Scenario {
@@ -113,7 +98,14 @@ function runningScenario(kind: 'stop' | 'checkout'): Scenario {
     async teardown() {
       if (running === undefined) return;
       await running.server.stop();
-      await killQemusUnder(running.dataDir);
+      // VMs outlive their server (detached): none may outlive the run.
+      for (const q of await findQemuProcesses(running.vmsDir)) {
+        try {
+          process.kill(q.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
       running = undefined;
     },
   };

@@ -25,6 +25,8 @@ interface Running {
   readonly proc: ManagedProcess;
   readonly port: number;
   readonly remote: Remote;
+  /** The data directory as the server was given it (a short link): its VMs' QMP sockets are named under it. */
+  readonly servedDataDir: string;
 }
 
 /** A layer file of the workload (backing `v1.qcow2` etc.) as a store layer over `parent` (backing `<id>.qcow2`). */
@@ -41,8 +43,9 @@ export async function startServer(dataDir: string): Promise<Running> {
   // it gets a short link to it (removed when it exits).
   await mkdir(dataDir, { recursive: true });
   const short = await mkdtemp(join(tmpdir(), 'rdb-'));
-  await symlink(dataDir, join(short, 'data'));
-  const proc = startProcess(process.execPath, [CLI, 'server', '--data', join(short, 'data'), '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], {
+  const servedDataDir = join(short, 'data');
+  await symlink(dataDir, servedDataDir);
+  const proc = startProcess(process.execPath, [CLI, 'server', '--data', servedDataDir, '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], {
     env: { ...process.env, ROAMDESK_ADMIN_PASSWORD: PASSWORD },
   });
   void proc.exited.finally(() => rm(short, { recursive: true, force: true }));
@@ -52,7 +55,7 @@ export async function startServer(dataDir: string): Promise<Running> {
   });
   if (!r.ok) throw new Error(`login to the bench server failed: ${r.status} ${await r.text()}`);
   const { token } = (await r.json()) as { token: string };
-  return { proc, port, remote: { apiBase: `http://127.0.0.1:${port}/api/v1`, token } };
+  return { proc, port, remote: { apiBase: `http://127.0.0.1:${port}/api/v1`, token }, servedDataDir };
 }
 
 /** What the server does once per object: compute (and cache) its manifest. */

@@ -134,17 +134,17 @@ export function unreachable(server: string, method: string, url: string, err: un
   }
   const code = causeCode(err);
   const why = code ?? (err instanceof Error && err.cause instanceof Error ? err.cause.message : String(err));
-  if (isUntrustedCertificate(code)) {
-    return new ClientError('CLIENT_ERR_UNREACHABLE', `cannot reach the Roamdesk server at ${server}: its TLS certificate is not trusted (${why})`, { url, server, cause: code, hint: UNTRUSTED_CERTIFICATE_HINT }, { cause: err });
-  }
+  const untrusted = isUntrustedCertificate(code);
   return new ClientError(
     'CLIENT_ERR_UNREACHABLE',
-    `cannot reach the Roamdesk server at ${server} (${why})`,
+    `cannot reach the Roamdesk server at ${server}${untrusted ? ': its TLS certificate is not trusted' : ''} (${why})`,
     {
       url,
       server,
       ...(code !== undefined ? { cause: code } : {}),
-      hint: `check that the server is running (roamdesk server), that ${server} is the right address and that it is reachable from here; log in again with the right URL if it moved`,
+      hint: untrusted
+        ? UNTRUSTED_CERTIFICATE_HINT
+        : `check that the server is running (roamdesk server), that ${server} is the right address and that it is reachable from here; log in again with the right URL if it moved`,
     },
     { cause: err },
   );

@@ -6,6 +6,7 @@ export { startServer, systemClock, randomIds, type StartOptions, type ServerHand
 export type { AdminSession } from './services/admin-session.ts';
 export { createLogger, prettyLine } from './logger.ts';
 export { QemuRuntime, type QemuRuntimeOptions } from './runtime/qemu-runtime.ts';
+export { findQemuProcesses, type QemuProcess } from './runtime/proc-scan.ts';
 export { storeAdapter } from './runtime/store-adapter.ts';
 export {
   ServerConfigSchema,

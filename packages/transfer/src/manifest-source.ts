@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 import { forEachPiece } from './file-reader.ts';
-import { pieceHash, pieceHasher } from './hash.ts';
+import { pieceHasher } from './hash.ts';
 import { DEFAULT_PIECE_SIZE, type Manifest, type ObjectKind, parseManifest, pieceCount } from './manifest.ts';
 
 export interface ObjectMeta {
@@ -22,10 +22,10 @@ export async function computeManifest(path: string, meta: ObjectMeta, pieceSize 
   const fh = await open(path, 'r');
   try {
     const size = (await fh.stat()).size;
-    const n = pieceCount(size, pieceSize);
-    const pieces: string[] = new Array<string>(n);
-    await forEachPiece(fh, { size, pieceSize }, Array.from({ length: n }, (_, i) => i), (i, data) => { pieces[i] = pieceHash(data); }, { signal });
-    return parseManifest({ version: 1, id: meta.id, kind: meta.kind, parent: meta.parent, size, virtualSize: meta.virtualSize, pieceSize, hash: 'blake3', pieces });
+    const builder = new ManifestBuilder(pieceSize);
+    // forEachPiece hands the pieces over in index order, as a seal's read pass would.
+    await forEachPiece(fh, { size, pieceSize }, Array.from({ length: pieceCount(size, pieceSize) }, (_, i) => i), (_i, data) => builder.update(data), { signal });
+    return builder.finish(meta);
   } finally {
     await fh.close();
   }

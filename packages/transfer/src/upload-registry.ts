@@ -249,15 +249,7 @@ export class UploadRegistry {
    */
   async expire(cutoffMs: number): Promise<ExpiredUpload[]> {
     const out: ExpiredUpload[] = [];
-    let names: string[];
-    try {
-      names = await readdir(this.store.incomingDir);
-    } catch {
-      return out;
-    }
-    for (const name of names) {
-      const uploadId = UPLOAD_DIR.exec(name)?.[1];
-      if (uploadId === undefined) continue;
+    for (const uploadId of await this.#uploadIds()) {
       const dir = this.#dir(uploadId);
       let last = 0;
       let bytes = 0;
@@ -296,12 +288,16 @@ export class UploadRegistry {
   /** The uploads `owner` has in progress (open or only on disk). */
   async #owned(owner: string): Promise<Set<string>> {
     const ids = new Set<string>();
-    for (const name of await readdir(this.store.incomingDir).catch(() => [])) {
-      const uploadId = UPLOAD_DIR.exec(name)?.[1];
-      if (uploadId === undefined) continue;
+    for (const uploadId of await this.#uploadIds()) {
       if ((await readFile(join(this.#dir(uploadId), 'owner'), 'utf8').catch(() => null)) === owner) ids.add(uploadId);
     }
     return ids;
+  }
+
+  /** Every upload on disk (open or not), by its directory under incoming/. */
+  async #uploadIds(): Promise<string[]> {
+    const names = await readdir(this.store.incomingDir).catch(() => []);
+    return names.flatMap((name) => UPLOAD_DIR.exec(name)?.[1] ?? []);
   }
 
   /** Lets the upload's hasher read on up to the verified prefix (starting one while fewer than MAX_HASHERS run). */

@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 
 import fc from 'fast-check';
 
+import { pieceHash } from '../src/hash.ts';
 import { computeManifest, ManifestBuilder, ManifestCache } from '../src/manifest-source.ts';
 
 describe('ManifestBuilder', () => {
@@ -28,7 +29,10 @@ describe('ManifestBuilder', () => {
             builder.update(bytes.subarray(pos, pos + n));
             pos += n;
           }
-          assert.deepEqual(builder.finish(meta), await computeManifest(path, meta, pieceSize));
+          const built = builder.finish(meta);
+          assert.deepEqual(built, await computeManifest(path, meta, pieceSize));
+          // Both against the piece hash a receiver checks, one piece at a time.
+          assert.deepEqual(built.pieces, Array.from({ length: Math.ceil(size / pieceSize) }, (_, i) => pieceHash(bytes.subarray(i * pieceSize, (i + 1) * pieceSize))));
         },
       ), { numRuns: 40 });
       const m = new ManifestBuilder(pieceSize);
