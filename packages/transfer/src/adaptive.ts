@@ -21,6 +21,12 @@ const WINDOW_MS = 1500;
 const MIN_WINDOW_BYTES = 4 * 1024 * 1024;
 const MAX_SAMPLES = 4;
 const SAMPLE_EVERY = 8;
+/**
+ * A sample is this much of the middle of a piece: zstd-1's ratio on 1 MiB is within about 8 % of its ratio on
+ * the whole 4 MiB piece (bench layer: 1.24 vs 1.35), at a quarter of the cost. Whole pieces cost the sender about
+ * 60 ms of CPU per transfer, on its critical path (a 41 MB check-in takes about 0.35 s).
+ */
+const SAMPLE_BYTES = 1024 * 1024;
 const MARGIN = 1.1;
 
 type Phase = 'warmup' | 'raw' | 'zstd' | 'decided';
@@ -54,13 +60,15 @@ export class CompressionController {
   }
 
   /**
-   * zstd's ratio on a few real pieces (cheap: at most four per transfer). Every SAMPLE_EVERY-th call only, from
-   * the second on: an object's first bytes are qcow2 metadata (tables, mostly zeros) that compress far better
-   * than its data — sampling them said 5.8× for a layer that compresses 1.3×.
+   * zstd's ratio on the middle of a few real pieces (cheap: at most four MiB per transfer). Every SAMPLE_EVERY-th
+   * call only, from the second on: an object's first bytes are qcow2 metadata (tables, mostly zeros) that compress
+   * far better than its data — sampling them said 5.8× for a layer that compresses 1.3×.
    */
-  sample(piece: Buffer): void {
-    if (this.#phase === 'decided' || this.#samples.n >= MAX_SAMPLES || piece.length < 64 * 1024) return;
+  sample(whole: Buffer): void {
+    if (this.#phase === 'decided' || this.#samples.n >= MAX_SAMPLES || whole.length < 64 * 1024) return;
     if (this.#sampleCalls++ % SAMPLE_EVERY !== 1) return;
+    const at = Math.max(0, Math.floor((whole.length - SAMPLE_BYTES) / 2));
+    const piece = whole.subarray(at, at + SAMPLE_BYTES);
     if (this.#out === null || this.#out.length < compressedBound(piece.length)) this.#out = Buffer.allocUnsafe(compressedBound(piece.length));
     const t0 = this.now();
     const { payload } = this.#codec.encode(piece, this.#out);

@@ -4,6 +4,7 @@ export { type Manifest, parseManifest, pieceCount, pieceRange, DEFAULT_PIECE_SIZ
 export { computeManifest, ManifestBuilder, ManifestCache, type ObjectMeta, sealWithManifest } from './manifest-source.ts';
 export { encodeFrameHeader, BufferPool, FRAME_HEADER_BYTES, ENCODING_RAW, ENCODING_ZSTD, type Frame } from './frames.ts';
 export { pieceHash } from './hash.ts';
+export { prewarmObjectHasher } from './object-hasher.ts';
 export { PartialObject } from './partial-object.ts';
 export { downloadDir, partialProgress, type PartialProgress } from './partial-progress.ts';
 export { CompressionController, type CompressionMode } from './adaptive.ts';

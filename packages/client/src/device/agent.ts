@@ -362,6 +362,13 @@ export class DeviceAgent {
         return this.#checkoutResult(rec, true, null);
       }
       const api = this.#api(id);
+      // Loaded on first use, like prefetch's: commands that move nothing do not pay for it at start-up. It loads,
+      // and starts its hashing worker, while the server stops and seals the desktop.
+      const transfer = import('@roamdesk/transfer').then((t) => {
+        t.prewarmObjectHasher();
+        return t;
+      });
+      transfer.catch(() => undefined);
       step('checkout');
       let co;
       try {
@@ -410,8 +417,7 @@ export class DeviceAgent {
       const reporter = this.#operationReporter(api, co.operation);
       let report: TransferReport;
       try {
-        // Loaded on first use, like prefetch's: commands that move nothing do not pay for it at start-up.
-        const { downloadObjects } = await import('@roamdesk/transfer');
+        const { downloadObjects } = await transfer;
         report = await downloadObjects({
           store, remote: { apiBase: api.apiBase, token: id.credential }, objects: co.chain,
           ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
