@@ -27,7 +27,7 @@ import { api, boot, createDesktop, killOurs, login, ourQemus, serial, state, unt
 
 const MiB = 1024 * 1024;
 const LEASE_POLICY = { maxOfflineSeconds: 60, maxChainLength: 2 };
-const HOMES = ['home-a', 'home-b', 'home-c', 'home-d', 'home-e', 'home-f', 'home-g', 'home-h', 'home-i', 'home-j', 'home-k'];
+const HOMES = ['home-a', 'home-b', 'home-c', 'home-d', 'home-e', 'home-f', 'home-g', 'home-h', 'home-i', 'home-j', 'home-k', 'home-l'];
 const BIN = new URL('../../packages/cli/bin/roamdesk.js', import.meta.url).pathname;
 
 /** Runs the roamdesk CLI with ROAMDESK_HOME=home and parses its --json answer (asynchronously: the server runs in this process). */
@@ -645,6 +645,35 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     const forced = await cli(dir, ['stop', 'win', '--force']);
     assert.deepEqual([forced['wasRunning'], forced['how']], [true, 'quit']);
     assert.equal((await agentFor('home-k').vm('win')).running, false);
+  });
+
+  it('a device whose disk is full (a real 1 MiB tmpfs): check-out is refused before a byte moves, with what to do; the re-run with space resumes', async () => {
+    await createDesktop(h, token, guest, 'full', guestAppend(guest, 'idle'));
+    const dir = home('home-l');
+    await new StateStore(dir).save({ version: 1, server: h.url, session: { user: 'admin', role: 'admin', token, expiresAt: new Date(Date.now() + 3_600_000).toISOString() } });
+    assert.equal((await cli(dir, ['device', 'register', '--name', 'laptop-l']))['created'], true);
+    const storeDir = join(dir, 'store');
+    await mkdir(storeDir, { recursive: true });
+    // A mount namespace of the CLI's own (unshare -rm): the tmpfs exists for that process only, and vanishes with it.
+    // Asynchronously: the server runs in this process.
+    const child = spawn('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs -o size=1m tmpfs "$1" && shift && exec "$@"', 'sh', storeDir, process.execPath, BIN, 'checkout', 'full', '--json'], {
+      env: { ...process.env, ROAMDESK_HOME: dir }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const r = { stdout: '', stderr: '', status: null as number | null };
+    child.stdout.on('data', (c: Buffer) => (r.stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (r.stderr += c.toString()));
+    r.status = await new Promise<number | null>((resolve) => child.once('close', resolve));
+    assert.notEqual(r.status, 0, r.stdout + r.stderr);
+    const err = (JSON.parse(r.stdout) as { error: { code: string; message: string; data: Record<string, unknown> } }).error;
+    assert.equal(err.code, 'XFER_ERR_NO_SPACE', r.stdout + r.stderr);
+    assert.match(err.message, /needs [\d.]+ MB more in .*incoming, which has [\d.]+ MB free/);
+    assert.match(String(err.data['hint']), /free at least [\d.]+ MB/);
+    const l = await lease('full');
+    assert.equal(l.state, 'checking-out', 'the lease waits for this device to resume or cancel');
+    // With room, the same command resumes the check-out and completes it.
+    const co = await cli(dir, ['checkout', 'full']);
+    assert.equal((await lease('full')).state, 'checked-out');
+    assert.equal(co['generation'], l.generation);
   });
 });
 

@@ -8,10 +8,12 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { connect } from 'node:net';
-import { copyFile, mkdir, readdir, readFile, utimes, writeFile } from 'node:fs/promises';
+import fs from 'node:fs';
+import fsp, { copyFile, mkdir, readdir, readFile, utimes, writeFile } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, mock } from 'node:test';
 
 import type { ServerHandle } from '@roamdesk/server';
 import { type ObjectInfo, Store } from '@roamdesk/store';
@@ -505,5 +507,75 @@ describe('transfer engine end to end', () => {
     assert.equal((await api(server, 'DELETE', `/uploads/${uploadId}`, uma)).statusCode, 204);
     assert.deepEqual((await readdir(join(tmp.dir, 'server', 'store', 'objects'))).sort(), before);
     await writeFile(file('done'), '');
+  });
+
+  it('a full disk, on the device or on the server, is refused before a byte moves and never retried; a re-run after space was freed completes', async () => {
+    const s = await store('full');
+    const serverIncoming = join(tmp.dir, 'server', 'store', 'incoming');
+    // statfs says "1 MiB free" for the directory named by `full` (the device's or the server's incoming/).
+    let full = s.incomingDir;
+    const asked: string[] = [];
+    const realStatfs = fsp.statfs.bind(fsp);
+    mock.method(fsp, 'statfs', async (path: string) => {
+      asked.push(path);
+      return path === full ? { bavail: 256, bsize: 4096 } : realStatfs(path);
+    });
+    syncBuiltinESMExports();
+    try {
+      await assert.rejects(downloadObjects({ store: s, remote: remote(uma), objects: [image] }), (e: unknown) => isXfer('XFER_ERR_NO_SPACE')(e)
+        && e instanceof TransferError && e.data['needed'] === image.size && /free at least/.test(String(e.data['hint'])));
+      assert.deepEqual(await readdir(s.incomingDir), [], 'nothing created on the device');
+      assert.equal(await s.has(image.id), false);
+      full = '';
+      await downloadObjects({ store: s, remote: remote(uma), objects: [image] });
+
+      const overlay = await s.createOverlay(image.id);
+      sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x44 20M 6M', overlay.path]);
+      const mine = await s.seal(overlay);
+      const before = (await readdir(serverIncoming)).sort();
+      full = serverIncoming;
+      asked.length = 0;
+      await assert.rejects(uploadObjects({ store: s, remote: remote(uma), objects: [mine] }), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_REMOTE'
+        && e.data['status'] === 507 && e.data['code'] === 'XFER_ERR_NO_SPACE' && /ask its administrator/.test(String(e.data['hint'])));
+      assert.equal(asked.filter((p) => p === serverIncoming).length, 1, '507 is not retried');
+      assert.deepEqual((await readdir(serverIncoming)).sort(), before, 'nothing created on the server');
+      assert.equal((await api(server, 'GET', `/objects/${mine.id}`, uma)).statusCode, 404);
+      full = '';
+      const r = await uploadObjects({ store: s, remote: remote(uma), objects: [mine] });
+      assert.equal(r.objects[0]?.action, 'transferred');
+      assert.ok(identical(s.objectPath(mine.id), serverObject(mine.id)));
+    } finally {
+      mock.restoreAll();
+      syncBuiltinESMExports();
+    }
+  });
+
+  it('ENOSPC in the middle of a download keeps the verified pieces: the re-run fetches only the rest', async () => {
+    const s = await store('enospc');
+    let written = 0;
+    const realWriteSync = fs.writeSync.bind(fs) as (...a: unknown[]) => number;
+    // The disk "fills up" after 24 MiB of this store's incoming object (other writes, e.g. logs, go through).
+    mock.method(fs, 'writeSync', (...args: unknown[]) => {
+      const fd = args[0];
+      if (typeof fd === 'number' && fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith(s.incomingDir)) {
+        if (written >= 24 * MiB) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+        const n = realWriteSync(...args);
+        written += n;
+        return n;
+      }
+      return realWriteSync(...args);
+    });
+    syncBuiltinESMExports();
+    try {
+      await assert.rejects(downloadObjects({ store: s, remote: remote(uma), objects: [image], compression: 'off' }), isXfer('XFER_ERR_NO_SPACE'));
+    } finally {
+      mock.restoreAll();
+      syncBuiltinESMExports();
+    }
+    assert.equal(await s.has(image.id), false);
+    const r = await downloadObjects({ store: s, remote: remote(uma), objects: [image], compression: 'off' });
+    const o = r.objects[0];
+    assert.ok(o !== undefined && o.piecesResumed > 0 && o.piecesSent + o.piecesResumed === o.piecesTotal, JSON.stringify(o));
+    assert.ok(identical(file('base.qcow2'), s.objectPath(image.id)));
   });
 });

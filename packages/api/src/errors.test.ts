@@ -17,6 +17,9 @@ describe('error catalog', () => {
     assert.equal(statusForCode('QEMU_ERR_IMG_LOCKED'), 409);
     assert.equal(statusForCode('QEMU_ERR_IMG_FAILED'), 500);
     assert.equal(statusForCode('QMP_ERR_TIMEOUT'), 502);
+    assert.equal(statusForCode('XFER_ERR_NO_SPACE'), 507, "a full server disk is not the caller's fault");
+    assert.equal(statusForCode('XFER_ERR_DISK'), 500);
+    assert.equal(statusForCode('XFER_ERR_PIECE_HASH'), 422);
   });
 
   it('knows nothing of foreign codes', () => {

@@ -10,8 +10,12 @@
  *   XFER_ERR_TLS             the server's TLS certificate is not trusted here (never retried; data.hint says what to do)
  *   XFER_ERR_UPLOAD          an upload cannot proceed (unknown, not ours, incomplete, too large…)
  *   XFER_ERR_BUSY            another process of this machine is receiving the same object
+ *   XFER_ERR_NO_SPACE        the receiving disk has not enough free space (checked before a byte moves; ENOSPC later)
+ *   XFER_ERR_DISK            the receiving disk failed (EIO…): what was received of that object is discarded
  *   XFER_ERR_ABORTED         the caller's AbortSignal fired
  */
+import { dirname } from 'node:path';
+
 export type TransferErrorCode =
   | 'XFER_ERR_MANIFEST'
   | 'XFER_ERR_PIECE_HASH'
@@ -22,6 +26,8 @@ export type TransferErrorCode =
   | 'XFER_ERR_TLS'
   | 'XFER_ERR_UPLOAD'
   | 'XFER_ERR_BUSY'
+  | 'XFER_ERR_NO_SPACE'
+  | 'XFER_ERR_DISK'
   | 'XFER_ERR_ABORTED';
 
 export class TransferError extends Error {
@@ -40,6 +46,34 @@ export class TransferError extends Error {
 
 export function isTransferError(e: unknown, code?: TransferErrorCode): e is TransferError {
   return e instanceof TransferError && (code === undefined || e.code === code);
+}
+
+/** A Node fs error's errno code (ENOSPC, EIO…), if `e` is one. */
+export function errnoCode(e: unknown): string | undefined {
+  const code = (e as { code?: unknown } | null)?.code;
+  return e instanceof Error && typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) ? code : undefined;
+}
+
+const NO_SPACE = new Set(['ENOSPC', 'EDQUOT']);
+
+/**
+ * What a failed write or fsync of a received object means for the user. No space: the pieces verified so far
+ * stay (a re-run resumes once space is freed). Any other error of the disk: the object's received bytes are not
+ * to be trusted any more (after a failed writeback Linux may mark the pages clean and later read back data that
+ * never reached the disk), so the caller discards them — reliability.md R7.
+ */
+export function diskError(e: unknown, path: string, op: 'write' | 'fsync'): TransferError | null {
+  const errno = errnoCode(e);
+  if (errno === undefined) return null;
+  const dir = dirname(path);
+  if (NO_SPACE.has(errno)) {
+    return new TransferError('XFER_ERR_NO_SPACE', `no space left in ${dir} (${errno} on ${op})`, {
+      path, errno, op, hint: `free space in ${dir} (or move the data there to a larger disk), then run the same command again: the pieces already verified are kept`,
+    }, { cause: e });
+  }
+  return new TransferError('XFER_ERR_DISK', `the disk failed while receiving into ${dir} (${errno} on ${op}); what was received of this object was discarded`, {
+    path, errno, op, hint: `check the disk (kernel log: dmesg), then run the same command again: the object is received again from the start`,
+  }, { cause: e });
 }
 
 export function abortedError(signal: AbortSignal): TransferError {

@@ -103,7 +103,11 @@ export function remoteError(url: URL, status: number, text: string): TransferErr
   } catch {
     // not JSON: keep the text
   }
-  return new TransferError('XFER_ERR_REMOTE', `${url.pathname}: ${status} ${code ?? ''} ${message}`.replace(/\s+/g, ' ').trim(), { status, code, remoteData: data });
+  // 507 Insufficient Storage (RFC 4918 §11.5): only the server's operator can help; the verified pieces stay there.
+  const hint = status === 507 ? 'the server has no space left for this: ask its administrator to free some, then run the same command again (the pieces it verified are kept)' : undefined;
+  return new TransferError('XFER_ERR_REMOTE', `${url.pathname}: ${status} ${code ?? ''} ${message}`.replace(/\s+/g, ' ').trim(), {
+    status, code, remoteData: data, ...(hint !== undefined ? { hint } : {}),
+  });
 }
 
 function networkError(url: URL, e: unknown, signal: AbortSignal | undefined): TransferError {
@@ -118,7 +122,8 @@ export function isRetryable(e: unknown): boolean {
   if (e.code === 'XFER_ERR_NETWORK' || e.code === 'XFER_ERR_PROTOCOL' || e.code === 'XFER_ERR_PIECE_HASH') return true;
   if (e.code === 'XFER_ERR_REMOTE') {
     const status = e.data['status'];
-    return typeof status === 'number' && (status >= 500 || status === 429);
+    // A full disk on the server (507) stays full however often the request is repeated.
+    return typeof status === 'number' && ((status >= 500 && status !== 507) || status === 429);
   }
   return false;
 }

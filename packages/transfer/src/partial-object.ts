@@ -11,10 +11,10 @@
  * as a promise about the bytes; the store re-hashes and checks the finished object).
  */
 import { writeSync } from 'node:fs';
-import { constants, type FileHandle, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { constants, type FileHandle, mkdir, open, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 
-import { TransferError } from './errors.ts';
+import { diskError, TransferError } from './errors.ts';
 import { forEachPiece } from './file-reader.ts';
 import { type DirectPayloads, ENCODING_RAW, type FrameHeader } from './frames.ts';
 import { pieceHash, pieceHasher } from './hash.ts';
@@ -37,6 +37,8 @@ export class PartialObject {
   #flush: Promise<void> | null = null;
   /** A failed background flush: Linux reports a writeback error to one fsync only, so it is kept for finish(). */
   #flushError: Error | null = null;
+  /** A write or fsync failed with a disk error other than no space: the received bytes are not trusted any more. */
+  #diskFailed = false;
   /** Pieces found valid from an earlier attempt when this was opened. */
   readonly recoveredPieces: number;
 
@@ -57,7 +59,6 @@ export class PartialObject {
    * size, or another claim about the object) is reset: pieces verified against another manifest prove nothing.
    */
   static async open(dir: string, manifest: Manifest): Promise<PartialObject> {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
     const manifestFile = join(dir, 'manifest.json');
     const encoded = JSON.stringify(manifest);
     let same = false;
@@ -66,6 +67,10 @@ export class PartialObject {
     } catch {
       same = false;
     }
+    // Before anything is created: a disk that cannot hold the rest of the object is refused at once.
+    const held = same ? await stat(join(dir, 'object.qcow2')).then((st) => st.blocks * 512, () => 0) : 0;
+    await ensureSpace(dirname(dir), manifest, manifest.size - held);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     if (!same) {
       await rm(join(dir, 'journal'), { force: true });
       await rm(join(dir, 'object.qcow2'), { force: true });
@@ -99,6 +104,11 @@ export class PartialObject {
     } catch {
       return null;
     }
+  }
+
+  /** A disk error condemned what was received (see #failed): close() deletes it; nothing more may be written. */
+  get failed(): boolean {
+    return this.#diskFailed;
   }
 
   get complete(): boolean {
@@ -139,10 +149,15 @@ export class PartialObject {
       throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${index} of ${m.id} does not match its hash`, { index, id: m.id, expected: m.pieces[index], actual });
     }
     const data = this.#open(this.#data);
+    this.#checkFlush();
     let written = 0;
-    while (written < length) {
-      const { bytesWritten } = await data.write(bytes, written, length - written, offset + written);
-      written += bytesWritten;
+    try {
+      while (written < length) {
+        const { bytesWritten } = await data.write(bytes, written, length - written, offset + written);
+        written += bytesWritten;
+      }
+    } catch (e) {
+      throw this.#failed(e, 'write');
     }
     this.#wrote(length);
     if (this.#verified[index] === 1) return false; // a concurrent duplicate won the race; same bytes either way
@@ -165,8 +180,13 @@ export class PartialObject {
       throw new TransferError('XFER_ERR_PROTOCOL', `bytes ${at}…${at + bytes.length} are outside piece ${index} (${length} bytes)`, { index });
     }
     const fd = this.#open(this.#data).fd;
+    this.#checkFlush();
     let written = 0;
-    while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written, offset + at + written);
+    try {
+      while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written, offset + at + written);
+    } catch (e) {
+      throw this.#failed(e, 'write');
+    }
     this.#wrote(bytes.length);
   }
 
@@ -204,15 +224,40 @@ export class PartialObject {
     this.#flush = this.#data.datasync().catch((e: unknown) => { this.#flushError ??= e instanceof Error ? e : new Error(String(e)); }).finally(() => { this.#flush = null; });
   }
 
-  /** fsync and close; the data file is then complete at `path` (every piece verified). */
+  /**
+   * fsync and close; the data file is then complete at `path` (every piece verified). A failed fsync, now or in
+   * the background, is never retried (a second fsync may "succeed" with the data lost): the partial object is
+   * discarded and the error is XFER_ERR_DISK (or XFER_ERR_NO_SPACE).
+   */
   async finish(): Promise<string> {
     if (!this.complete) throw new TransferError('XFER_ERR_UPLOAD', `${this.manifest.pieces.length - this.#verifiedCount} pieces are still missing`, { missing: this.manifest.pieces.length - this.#verifiedCount });
     const data = this.#open(this.#data);
     while (this.#flush !== null) await this.#flush;
-    if (this.#flushError !== null) throw this.#flushError;
-    await data.sync();
+    try {
+      if (this.#flushError !== null) throw this.#flushError;
+      await data.sync();
+    } catch (e) {
+      const err = this.#failed(e, 'fsync');
+      await this.discard().catch(() => undefined);
+      throw err;
+    }
     await this.close();
     return this.path;
+  }
+
+  /**
+   * A write or fsync failed: the error to throw. A failed fsync, or a write failing for another reason than no
+   * space, also condemns what was received.
+   */
+  #failed(e: unknown, op: 'write' | 'fsync'): unknown {
+    const err = diskError(e, this.path, op);
+    if (op === 'fsync' || err?.code === 'XFER_ERR_DISK') this.#diskFailed = true;
+    return err ?? e;
+  }
+
+  /** A background flush failed: stop receiving now rather than at the end. */
+  #checkFlush(): void {
+    if (this.#flushError !== null) throw this.#failed(this.#flushError, 'fsync');
   }
 
   /**
@@ -249,6 +294,9 @@ export class PartialObject {
     this.#journal = null;
     await d?.close();
     await j?.close();
+    // After a disk error nothing received may be trusted on the next open, not even pieces that re-hash right
+    // (the page cache can hold what never reached the disk): start over (reliability.md R7).
+    if (this.#diskFailed) await rm(this.dir, { recursive: true, force: true });
   }
 
   /** Closes and deletes everything (after publishing, or when the transfer is abandoned). */
@@ -319,4 +367,19 @@ export function streamPiecesInto(
       hooks.onPiece(h, partial.markVerified(h.index, p.hash?.digest() ?? expected));
     },
   };
+}
+
+/** Refuses to start receiving `needed` more bytes of `m` into `dir` when its file system has less free. */
+async function ensureSpace(dir: string, m: Manifest, needed: number): Promise<void> {
+  if (needed <= 0) return;
+  // Unknown free space (statfs unsupported): the writes will tell.
+  const fs = await statfs(dir).catch(() => null);
+  if (fs === null) return;
+  const free = fs.bavail * fs.bsize;
+  if (needed <= free) return;
+  const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
+  throw new TransferError('XFER_ERR_NO_SPACE', `receiving ${m.kind} ${m.id.slice(0, 12)} needs ${mb(needed)} more in ${dir}, which has ${mb(free)} free`, {
+    id: m.id, path: dir, needed, free,
+    hint: `free at least ${mb(needed - free)} in ${dir} (or move the data there to a larger disk), then run the same command again`,
+  });
 }

@@ -20,7 +20,7 @@ import { PieceCodec } from './codec.ts';
 import { TransferError } from './errors.ts';
 import { BufferPools, type Frame, FrameAssembler } from './frames.ts';
 import { type Manifest, parseManifest } from './manifest.ts';
-import { ObjectHasher } from './object-hasher.ts';
+import { ObjectHasher, prewarmObjectHasher } from './object-hasher.ts';
 import { PartialObject, streamPiecesInto } from './partial-object.ts';
 import { toRanges, type UploadState } from './protocol.ts';
 
@@ -105,12 +105,14 @@ export class UploadRegistry {
     const existing = this.#open.get(uploadId);
     if (existing !== undefined) {
       const o = await existing;
-      if (JSON.stringify(o.partial.manifest) !== JSON.stringify(m)) {
+      if (o.partial.failed || JSON.stringify(o.partial.manifest) !== JSON.stringify(m)) {
         await this.abandon(owner, uploadId);
       } else {
         return stateOf(uploadId, o.partial);
       }
     }
+    // Pieces follow in the next request: a hashing worker can start meanwhile (only the first upload pays for it).
+    prewarmObjectHasher();
     const opening = (async (): Promise<Open> => {
       const partial = await PartialObject.open(dir, m);
       await writeFile(join(dir, 'owner'), owner, { mode: 0o600 });
@@ -338,6 +340,14 @@ export class UploadRegistry {
     }
     const o = await opening;
     if (o.owner !== owner) throw notFound;
+    if (o.partial.failed) {
+      // A disk error on this server condemned what was received (reliability.md R7): it is discarded, and the
+      // device starts the object again with POST /uploads.
+      this.#open.delete(uploadId);
+      await this.#releaseHasher(o, (h) => h.cancel());
+      await o.partial.discard();
+      throw new TransferError('XFER_ERR_UPLOAD', `upload ${uploadId} was discarded after a disk error on the server; start it again`, { uploadId, notFound: true, discarded: true });
+    }
     return o;
   }
 }

@@ -1,12 +1,14 @@
 // PartialObject: pieces verified before they count, resume re-verifies from disk, a torn journal is harmless.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { appendFile, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import fs from 'node:fs';
+import fsp, { access, appendFile, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, mock } from 'node:test';
 
-import { TransferError } from '../src/errors.ts';
+import { isTransferError, TransferError } from '../src/errors.ts';
 import { pieceHash } from '../src/hash.ts';
 import { type Manifest, parseManifest } from '../src/manifest.ts';
 import { ENCODING_RAW, ENCODING_ZSTD } from '../src/frames.ts';
@@ -123,5 +125,142 @@ describe('receive lock', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('PartialObject on a full or failing disk (reliability.md R7, T8, T9)', () => {
+  let root = '';
+  const PIECE_BYTES = 65536;
+  const data = randomBytes(PIECE_BYTES * 4);
+  const piece = (i: number) => data.subarray(i * PIECE_BYTES, (i + 1) * PIECE_BYTES);
+  const manifest: Manifest = parseManifest({
+    version: 1, id: 'd'.repeat(64), kind: 'layer', parent: 'c'.repeat(64), size: data.length, virtualSize: data.length, pieceSize: PIECE_BYTES, hash: 'blake3',
+    pieces: Array.from({ length: 4 }, (_, i) => pieceHash(piece(i))),
+  });
+  const errno = (code: string): NodeJS.ErrnoException => Object.assign(new Error(`${code}: simulated`), { code });
+  const exists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
+  /** The FileHandle prototype, to make one of its methods fail like a real disk would. */
+  async function handleProto(): Promise<object> {
+    const fh = await open(join(root, 'probe'), 'w');
+    await fh.close();
+    return Object.getPrototypeOf(fh) as object;
+  }
+
+  before(async () => { root = await mkdtemp(join(tmpdir(), 'roamdesk-disk-')); });
+  after(async () => {
+    mock.restoreAll();
+    syncBuiltinESMExports();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('refuses an object larger than the free space before creating anything', async () => {
+    const dir = join(root, 'no-room');
+    const statfs = mock.method(fsp, 'statfs', () => Promise.resolve({ bavail: 3, bsize: 4096 }));
+    syncBuiltinESMExports();
+    try {
+      await assert.rejects(PartialObject.open(dir, manifest), (e: unknown) => isTransferError(e, 'XFER_ERR_NO_SPACE')
+        && e.data['needed'] === data.length && e.data['free'] === 3 * 4096 && /needs 0\.3 MB more in .*, which has 0\.0 MB free/.test(e.message)
+        && typeof e.data['hint'] === 'string');
+      assert.equal(statfs.mock.callCount(), 1);
+      assert.equal(await exists(dir), false, 'nothing created');
+    } finally {
+      statfs.mock.restore();
+      syncBuiltinESMExports();
+    }
+    const p = await PartialObject.open(dir, manifest);
+    assert.equal(p.verifiedPieces, 0);
+    await p.discard();
+  });
+
+  it('ENOSPC while writing: XFER_ERR_NO_SPACE, and the pieces verified before it are kept for the re-run', async () => {
+    const dir = join(root, 'enospc');
+    const p = await PartialObject.open(dir, manifest);
+    await p.accept(0, piece(0));
+    const proto = await handleProto();
+    const write = mock.method(proto as { write: () => Promise<never> }, 'write', () => Promise.reject(errno('ENOSPC')));
+    try {
+      await assert.rejects(p.accept(1, piece(1)), (e: unknown) => isTransferError(e, 'XFER_ERR_NO_SPACE') && e.data['errno'] === 'ENOSPC' && /free space/.test(String(e.data['hint'])));
+    } finally {
+      write.mock.restore();
+    }
+    // The streaming path writes with writeSync.
+    const writeSync = mock.method(fs, 'writeSync', () => { throw errno('ENOSPC'); });
+    syncBuiltinESMExports();
+    try {
+      assert.throws(() => p.writeUnverified(2, 0, piece(2)), (e: unknown) => isTransferError(e, 'XFER_ERR_NO_SPACE'));
+    } finally {
+      writeSync.mock.restore();
+      syncBuiltinESMExports();
+    }
+    await p.close();
+    const again = await PartialObject.open(dir, manifest);
+    assert.equal(again.recoveredPieces, 1, 'piece 0 survives');
+    await again.discard();
+  });
+
+  it('EIO on write: XFER_ERR_DISK, and nothing received is trusted afterwards', async () => {
+    const dir = join(root, 'eio-write');
+    const p = await PartialObject.open(dir, manifest);
+    await p.accept(0, piece(0));
+    const writeSync = mock.method(fs, 'writeSync', () => { throw errno('EIO'); });
+    syncBuiltinESMExports();
+    try {
+      assert.throws(() => p.writeUnverified(1, 0, piece(1)), (e: unknown) => isTransferError(e, 'XFER_ERR_DISK') && e.data['errno'] === 'EIO' && /discarded/.test(e.message));
+    } finally {
+      writeSync.mock.restore();
+      syncBuiltinESMExports();
+    }
+    await p.close();
+    assert.equal(await exists(dir), false, 'the partial object is gone');
+    const again = await PartialObject.open(dir, manifest);
+    assert.equal(again.recoveredPieces, 0);
+    await again.discard();
+  });
+
+  it('EIO on the final fsync: never retried, never reported durable; the partial object is discarded', async () => {
+    const dir = join(root, 'eio-fsync');
+    const p = await PartialObject.open(dir, manifest);
+    for (let i = 0; i < 4; i++) await p.accept(i, piece(i));
+    const proto = await handleProto();
+    const sync = mock.method(proto as { sync: () => Promise<never> }, 'sync', () => Promise.reject(errno('EIO')));
+    try {
+      await assert.rejects(p.finish(), (e: unknown) => isTransferError(e, 'XFER_ERR_DISK') && e.data['op'] === 'fsync');
+      assert.equal(sync.mock.callCount(), 1, 'fsync is not retried');
+    } finally {
+      sync.mock.restore();
+    }
+    assert.equal(await exists(dir), false);
+    const again = await PartialObject.open(dir, manifest);
+    assert.equal(again.recoveredPieces, 0, 'every piece is received again');
+    for (let i = 0; i < 4; i++) await again.accept(i, piece(i));
+    assert.ok((await readFile(await again.finish())).equals(data), 'a retry works');
+  });
+
+  it('a failed background flush stops the transfer at the next piece, not at the end', async () => {
+    const big = randomBytes(4 * 1024 * 1024);
+    const pieces = 10; // 40 MiB: past the 32 MiB after which a background datasync starts
+    const m = parseManifest({
+      version: 1, id: 'f'.repeat(64), kind: 'image', parent: null, size: big.length * pieces, virtualSize: big.length * pieces, pieceSize: big.length, hash: 'blake3',
+      pieces: Array.from({ length: pieces }, () => pieceHash(big)),
+    });
+    const dir = join(root, 'eio-flush');
+    const proto = await handleProto();
+    const datasync = mock.method(proto as { datasync: () => Promise<never> }, 'datasync', () => Promise.reject(errno('EIO')));
+    const p = await PartialObject.open(dir, m);
+    let failedAt = -1;
+    try {
+      for (let i = 0; i < pieces && failedAt < 0; i++) {
+        await p.accept(i, big).catch((e: unknown) => {
+          assert.ok(isTransferError(e, 'XFER_ERR_DISK') && e.data['op'] === 'fsync', String(e));
+          failedAt = i;
+        });
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      datasync.mock.restore();
+    }
+    assert.ok(failedAt > 0 && failedAt < pieces, `failed at piece ${failedAt}`);
+    await p.close();
+    assert.equal(await exists(dir), false);
   });
 });

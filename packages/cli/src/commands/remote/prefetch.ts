@@ -125,8 +125,8 @@ function explainPrefetch(err: unknown, name: string, server: string | undefined,
   const data: Record<string, unknown> = { ...err.data };
   const status = typeof data['status'] === 'number' ? data['status'] : undefined;
   const remoteCode = typeof data['code'] === 'string' ? data['code'] : undefined;
-  if (err.code === 'XFER_ERR_TLS') {
-    // data.hint already says what to do.
+  if (typeof data['hint'] === 'string') {
+    // The engine already says what to do (an untrusted certificate, a full or failing disk).
   } else if (err.code === 'XFER_ERR_NETWORK') {
     data['hint'] = `the connection to ${server ?? 'the server'} failed; when it is reachable, ${resumeHint(name)}`;
   } else if (err.code === 'XFER_ERR_REMOTE' && (status === 401 || remoteCode === 'AUTH_REQUIRED' || remoteCode === 'TOKEN_EXPIRED')) {
