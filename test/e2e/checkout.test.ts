@@ -9,7 +9,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { copyFile, mkdir, stat, writeFile } from 'node:fs/promises';
-import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
@@ -23,6 +22,7 @@ import { TransferError, uploadObjects } from '@roamdesk/transfer';
 import WebSocket from 'ws';
 
 import { cycleBoot, tempDir } from '../support/guest-vm.ts';
+import { throttle } from '../support/throttle.ts';
 import { api, boot, createDesktop, killOurs, login, ourQemus, serial, state, until } from '../support/server.ts';
 
 const MiB = 1024 * 1024;
@@ -54,45 +54,6 @@ function identical(a: string, b: string): boolean {
 
 function sha256(file: string): string {
   return execFileSync('sha256sum', [file], { encoding: 'utf8' }).slice(0, 64);
-}
-
-/** A TCP proxy that limits the bytes per second through it (both directions, all connections together). */
-async function throttle(upstream: string, bytesPerSec: number): Promise<{ url: string; close(): Promise<void> }> {
-  const target = new URL(upstream);
-  const sockets = new Set<Socket>();
-  const start = performance.now();
-  const moved = { up: 0, down: 0 };
-  const pump = (from: Socket, to: Socket, dir: 'up' | 'down'): void => {
-    from.on('data', (chunk: Buffer) => {
-      to.write(chunk);
-      moved[dir] += chunk.length;
-      const ahead = (moved[dir] / bytesPerSec) * 1000 - (performance.now() - start);
-      if (ahead > 0) {
-        from.pause();
-        setTimeout(() => from.resume(), ahead);
-      }
-    });
-    from.on('close', () => to.destroy());
-    from.on('error', () => to.destroy());
-  };
-  const server = createServer((client) => {
-    const up = connect(Number(target.port), target.hostname);
-    sockets.add(client);
-    sockets.add(up);
-    client.on('close', () => sockets.delete(client));
-    up.on('close', () => sockets.delete(up));
-    pump(client, up, 'up');
-    pump(up, client, 'down');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
 }
 
 /** An X server of our own (Xvfb picks a free display number and tells it on fd 3); stopped by `close`. */

@@ -1,0 +1,172 @@
+/**
+ * The server process killed (SIGKILL) in the middle of a check-out and of a check-in, then started again on the
+ * same data directory (reliability.md T2, T4, T11): the device's re-run completes, the lease moved exactly once,
+ * both sides hold the same chain, and what was verified before the crash is not sent again.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import type { Lease } from '@roamdesk/api';
+import { DeviceAgent, type AgentProgress } from '@roamdesk/client';
+
+import { tempDir } from '../support/guest-vm.ts';
+import { throttle } from '../support/throttle.ts';
+
+const MiB = 1024 * 1024;
+const BIN = new URL('../../packages/cli/bin/roamdesk.js', import.meta.url).pathname;
+const ADMIN = 'admin-password-crash';
+
+function sh(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+}
+
+function identical(a: string, b: string): boolean {
+  return spawnSync('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', 'qcow2', a, b]).status === 0;
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** `roamdesk server` as its own process (so it can really be killed), listening on `port`. */
+async function startServer(dataDir: string, port: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [BIN, 'server', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--log-level', 'warn', '--json'], {
+    env: { ...process.env, ROAMDESK_ADMIN_PASSWORD: ADMIN, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`no start within 60 s: ${out}`)), 60_000);
+    child.stdout?.setEncoding('utf8').on('data', (c: string) => {
+      out += c;
+      if (/"url":\s*"http:/.test(out)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`the server exited (${String(code)}) before listening: ${out}`)));
+  });
+  return child;
+}
+
+async function crash(child: ChildProcess): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = once(child, 'exit');
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+describe('the server killed mid check-out and mid check-in, then restarted on the same data directory', () => {
+  let tmp: Awaited<ReturnType<typeof tempDir>>;
+  let port = 0;
+  let server: ChildProcess;
+  let token = '';
+  /** The device's way to the server, slow enough to act in the middle of a transfer; it outlives server restarts. */
+  let link: Awaited<ReturnType<typeof throttle>>;
+  const data = (): string => join(tmp.dir, 'server');
+  const serverObject = (id: string): string => join(data(), 'store', 'objects', `${id}.qcow2`);
+  const base = (): string => `http://127.0.0.1:${port}/api/v1`;
+
+  async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const r = await fetch(`${base()}${path}`, {
+      method, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await r.text();
+    assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
+    return JSON.parse(text) as T;
+  }
+  const lease = async (): Promise<Lease> => (await call<{ lease: Lease }>('GET', '/desktops/crash/lease')).lease;
+  const serverTop = async (): Promise<string> => (await call<{ objects: Array<{ id: string }> }>('GET', '/desktops/crash/objects')).objects.at(-1)!.id;
+
+  before(async () => {
+    tmp = await tempDir('roamdesk-e2e-crash-');
+    port = await freePort();
+    server = await startServer(data(), port);
+    const r = await fetch(`${base()}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'admin', password: ADMIN }) });
+    token = ((await r.json()) as { token: string }).token;
+    // 64 MiB of random guest data: enough to be in the middle of it when the server dies.
+    const img = join(tmp.dir, 'img.qcow2');
+    sh('qemu-img', ['create', '-q', '-f', 'qcow2', img, '256M']);
+    execFileSync('sh', ['-c', `head -c ${64 * MiB} /dev/urandom > ${join(tmp.dir, 'rnd')}`]);
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${join(tmp.dir, 'rnd')} 0 64M`, img]);
+    await call('POST', '/images', { name: 'img', path: img, format: 'qcow2' });
+    await call('POST', '/desktops', { name: 'crash', image: 'img', owner: 'admin', memoryMiB: 256, cpus: 1 });
+    link = await throttle(`http://127.0.0.1:${port}`, 16 * MiB);
+  });
+
+  after(async () => {
+    await link.close();
+    await crash(server);
+    await tmp.remove();
+  });
+
+  it('check-out: the download dies with the server; after the restart the same check-out resumes, the lease moved once', async () => {
+    const agent = new DeviceAgent({ home: join(tmp.dir, 'device'), session: { server: link.url, token }, callTimeoutMs: 60_000 });
+    await agent.register({ name: 'laptop' });
+    const before = await lease();
+    const killed: Array<Promise<void>> = [];
+    const onProgress = (p: AgentProgress): void => {
+      if (killed.length === 0 && p.step === 'download' && (p.transfer?.bytesDone ?? 0) >= 16 * MiB) killed.push(crash(server));
+    };
+    // With the server gone, the transfer's retries run out and the check-out fails: the device keeps its record.
+    await assert.rejects(agent.checkout('crash', { onProgress }));
+    assert.equal(killed.length, 1, 'the server was killed during the download');
+    await Promise.all(killed);
+    assert.equal((await agent.records.require('crash')).state, 'checking-out');
+
+    server = await startServer(data(), port);
+    const mid = await lease();
+    assert.deepEqual([mid.state, mid.generation], ['checking-out', before.generation + 1], 'the claim survived the crash');
+    const r = await agent.checkout('crash');
+    assert.equal(r.already, false);
+    const image = r.download?.objects.find((o) => o.kind === 'image');
+    assert.ok(image !== undefined && image.piecesResumed > 0, `verified pieces are kept: ${JSON.stringify(image)}`);
+    assert.equal(image.piecesResumed + image.piecesSent, image.piecesTotal);
+    const after = await lease();
+    assert.deepEqual([after.state, after.generation], ['checked-out', before.generation + 1], 'one lease move, not two');
+    const top = await serverTop();
+    assert.ok(identical(serverObject(top), (await agent.store()).objectPath(top)));
+  });
+
+  it('check-in: the upload dies with the server; after the restart the re-run sends only what the server had not verified, and commits once', async () => {
+    const agent = new DeviceAgent({ home: join(tmp.dir, 'device'), session: { server: link.url, token }, callTimeoutMs: 60_000 });
+    const rec = await agent.records.require('crash');
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${join(tmp.dir, 'rnd')} 100M 48M`, rec.overlay!.path]);
+    // What the guest sees on the device now: the server must end up showing exactly this.
+    const expected = join(tmp.dir, 'expected.qcow2');
+    sh('qemu-img', ['convert', '-f', 'qcow2', '-O', 'qcow2', rec.overlay!.path, expected]);
+    const before = await lease();
+    const topBefore = await serverTop();
+    const killed: Array<Promise<void>> = [];
+    const onProgress = (p: AgentProgress): void => {
+      if (killed.length === 0 && p.step === 'upload' && (p.transfer?.bytesDone ?? 0) >= 16 * MiB) killed.push(crash(server));
+    };
+    const failed = await agent.checkin('crash', { onProgress }).then(() => null, (e: unknown) => e);
+    assert.ok(failed instanceof Error, 'the check-in failed with its server');
+    assert.equal(killed.length, 1, `the server was killed during the upload (${String(failed)})`);
+    await Promise.all(killed);
+
+    server = await startServer(data(), port);
+    const mid = await lease();
+    assert.deepEqual([mid.state, mid.generation], ['checked-out', before.generation], 'nothing was committed');
+    assert.equal(await serverTop(), topBefore);
+    const r = await agent.checkin('crash');
+    const layer = r.upload?.objects.find((o) => o.kind === 'layer' && o.action === 'transferred');
+    assert.ok(layer !== undefined && layer.piecesResumed > 0, `the server kept what it verified before it died: ${JSON.stringify(r.upload?.objects)}`);
+    assert.equal(layer.piecesResumed + layer.piecesSent, layer.piecesTotal);
+    const after = await lease();
+    assert.deepEqual([after.state, after.generation], ['server', before.generation + 1], 'one lease move, not two');
+    assert.equal(await serverTop(), r.top);
+    assert.ok(identical(serverObject(r.top), expected), 'the server shows the guest what the device showed it');
+  });
+});
