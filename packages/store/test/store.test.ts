@@ -281,6 +281,18 @@ describe('importLayer with hostile layers', { skip: haveQemuImg ? false : 'qemu-
     assert.deepEqual((await calls()).slice(callsBefore), [], 'no qemu-img call for any hostile layer');
     assert.deepEqual(await snapshotDir(store.root), before, 'nothing published, no temp files left');
   });
+
+  it('a layer whose header is fine but whose metadata is corrupt is refused by qemu-img check, and publishes nothing', async () => {
+    const broken = layer('refcount-layer.qcow2', ['-u', '-b', `${parent.id}.qcow2`, '-F', 'qcow2']);
+    await poke(broken, 0x20000, [0, 0]); // cluster 0 (the header) has refcount 0: qemu-img check exit 2
+    const before = await snapshotDir(store.root);
+    const callsBefore = (await calls()).length;
+    await assert.rejects(store.importLayer(broken, parent.id), (e: unknown) => e instanceof ImportFailedError && /corrupt/.test(e.message));
+    const ran = (await calls()).slice(callsBefore);
+    assert.equal(ran.length, 1, 'one qemu-img call: the check');
+    assert.match(ran[0]!, /^check /);
+    assert.deepEqual(await snapshotDir(store.root), before, 'nothing published, no temp files left');
+  });
 });
 
 describe('readBackingName (the name field alone, for dependency scans)', { skip: haveQemuImg ? false : 'qemu-img not installed' }, () => {
