@@ -27,6 +27,11 @@ export interface FaultProxy {
   fired: number;
   bodyBytes: number;
   setFaults(faults: Fault[]): void;
+  /**
+   * Cuts connections at these offsets of the bytes forwarded in responses whose path `match`es, counted across
+   * all of them (a transfer broken at random points of its whole stream, not always at the start of a request).
+   */
+  setCuts(match: (path: string) => boolean, offsets: number[]): void;
   close(): Promise<void>;
 }
 
@@ -44,6 +49,7 @@ function endToEnd(headers: IncomingHttpHeaders): IncomingHttpHeaders {
 export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   let faults: Array<Fault & { left: number }> = [];
   const state = { fired: 0, bodyBytes: 0 };
+  const cuts = { match: (_path: string) => false, offsets: [] as number[], seen: 0 };
   const target = new URL(upstream);
   const server: Server = createServer((req, res) => {
     const fault = faults.find((f) => f.left > 0 && f.match(req.url ?? ''));
@@ -74,6 +80,18 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
           chunk[fault.flipByteAt - seen]! ^= 0xff;
           state.fired++;
         }
+        const next = cuts.offsets[0];
+        const cutHere = next !== undefined && cuts.match(req.url ?? '') ? next - cuts.seen : undefined;
+        if (cutHere !== undefined && c.length > cutHere) {
+          cuts.offsets.shift();
+          cuts.seen += Math.max(0, cutHere);
+          res.write(chunk.subarray(0, Math.max(0, cutHere)));
+          state.fired++;
+          res.destroy();
+          ur.destroy();
+          return;
+        }
+        if (cutHere !== undefined) cuts.seen += c.length;
         if (fault?.cutAfter !== undefined && seen + c.length > fault.cutAfter) {
           res.write(chunk.subarray(0, Math.max(0, fault.cutAfter - seen)));
           state.fired++;
@@ -99,6 +117,11 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     get fired() { return state.fired; },
     get bodyBytes() { return state.bodyBytes; },
     setFaults(f) { faults = f.map((x) => ({ ...x, left: x.times ?? 1 })); },
+    setCuts(match, offsets) {
+      cuts.match = match;
+      cuts.offsets = [...offsets].sort((a, b) => a - b);
+      cuts.seen = 0;
+    },
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
