@@ -259,6 +259,26 @@ describe('transfer engine end to end', () => {
     assert.ok(forwarded <= image.size + happened * pieceSize + MiB, `${forwarded} bytes forwarded for a ${image.size}-byte object and ${happened} cuts`);
   });
 
+  it('20 devices download one object at once: every copy verifies, and afterwards no file or connection is left open', async () => {
+    const openFds = async (): Promise<number> => (await readdir('/proc/self/fd')).length;
+    const stores = await Promise.all(Array.from({ length: 20 }, (_, i) => store(`many-${i}`)));
+    const before = await openFds();
+    const reports = await Promise.all(stores.map((s) => downloadObjects({ store: s, remote: remote(uma), objects: [image], compression: 'off' })));
+    for (const [i, r] of reports.entries()) {
+      assert.equal(r.objects[0]?.action, 'transferred', `device ${i}`);
+      assert.equal(await stores[i]!.has(image.id), true, `device ${i} published it (its SHA-256 matched)`);
+    }
+    assert.ok(identical(file('base.qcow2'), stores[13]!.objectPath(image.id)));
+    // Both ends live in this process: the server's object files and sender slots, the devices' partial objects
+    // and connections. Idle hashing workers may keep a few descriptors of their own (two at most are kept).
+    let after = await openFds();
+    for (let i = 0; i < 50 && after > before + 8; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = await openFds();
+    }
+    assert.ok(after <= before + 8, `${after - before} more descriptors open than before the downloads`);
+  });
+
   it('refuses a lying manifest, publishes nothing, and a retry succeeds', async () => {
     const s = await store('lies');
     proxy.setFaults([{ match: (p) => p.includes('/manifest'), rewriteJson: (m) => ({ ...(m as object), size: image.size + 1 }) }]);

@@ -67,8 +67,10 @@ export function diskError(e: unknown, path: string, op: 'write' | 'fsync'): Tran
   if (errno === undefined) return null;
   const dir = dirname(path);
   if (NO_SPACE.has(errno)) {
+    // A failed write left the verified pieces alone; a failed fsync condemned them all (see PartialObject).
+    const then = op === 'write' ? 'the pieces already verified are kept' : 'the object is received again from the start';
     return new TransferError('XFER_ERR_NO_SPACE', `no space left in ${dir} (${errno} on ${op})`, {
-      path, errno, op, hint: `free space in ${dir} (or move the data there to a larger disk), then run the same command again: the pieces already verified are kept`,
+      path, errno, op, hint: `free space in ${dir} (or move the data there to a larger disk), then run the same command again: ${then}`,
     }, { cause: e });
   }
   return new TransferError('XFER_ERR_DISK', `the disk failed while receiving into ${dir} (${errno} on ${op}); what was received of this object was discarded`, {

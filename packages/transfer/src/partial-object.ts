@@ -37,7 +37,7 @@ export class PartialObject {
   #flush: Promise<void> | null = null;
   /** A failed background flush: Linux reports a writeback error to one fsync only, so it is kept for finish(). */
   #flushError: Error | null = null;
-  /** A write or fsync failed with a disk error other than no space: the received bytes are not trusted any more. */
+  /** An fsync failed, or a write for another reason than no space: the received bytes are not trusted any more. */
   #diskFailed = false;
   /** Pieces found valid from an earlier attempt when this was opened. */
   readonly recoveredPieces: number;
