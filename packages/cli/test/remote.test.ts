@@ -223,6 +223,15 @@ describe('roamdesk remote commands', () => {
     const forced = ok(await roamdesk(home, ['stop', 'work', '--force']));
     assert.match(forced.stdout, /Desktop work is stopped/);
     assert.equal(t.runtime.calls.at(-1), 'stop work 0', '--force: no time for a graceful power-down');
+    ok(await roamdesk(home, ['start', 'work']));
+    const patient = ok(await roamdesk(home, ['stop', 'work', '--timeout', '300']));
+    assert.match(patient.stderr, /killed after 300 s/);
+    assert.equal(t.runtime.calls.at(-1), 'stop work 300000', '--timeout: the guest gets that long');
+    for (const bad of [['--timeout', '3601'], ['--timeout', 'soon'], ['--timeout', '5', '--force']]) {
+      const r = await roamdesk(home, ['stop', 'work', ...bad]);
+      assert.equal(r.code, 2, `${bad.join(' ')}: a usage error`);
+    }
+    assert.equal(t.runtime.calls.at(-1), 'stop work 300000', 'a refused stop changes nothing');
     const unknown = await roamdesk(home, ['start', 'nosuch']);
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /\[NOT_FOUND\]/);

@@ -167,9 +167,11 @@ export class ApiClient {
   }
 
   /** `force`: no graceful power-down, the VM quits at once (a hung guest). */
-  async stopDesktop(name: string, o: CallOptions & { force?: boolean } = {}): Promise<Desktop> {
-    const { force, ...rest } = o;
-    return (await this.http.json<DesktopResponse>('POST', `/desktops/${seg(name)}/stop`, { query: { force: force === true ? 'true' : undefined }, ...rest })).desktop;
+  /** `force`: QEMU quits at once; `timeoutSeconds`: how long the guest gets to power off (default: the server's). */
+  async stopDesktop(name: string, o: CallOptions & { force?: boolean; timeoutSeconds?: number } = {}): Promise<Desktop> {
+    const { force, timeoutSeconds, ...rest } = o;
+    const query = { force: force === true ? 'true' : undefined, timeoutSeconds: timeoutSeconds?.toString() };
+    return (await this.http.json<DesktopResponse>('POST', `/desktops/${seg(name)}/stop`, { query, ...rest })).desktop;
   }
 
   async restartDesktop(name: string, o: CallOptions = {}): Promise<Desktop> {

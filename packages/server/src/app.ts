@@ -5,7 +5,7 @@ import { API_PREFIX } from '@roamdesk/api';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import websocket from '@fastify/websocket';
-import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { EventEmitter } from 'node:events';
 import type { Server } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
@@ -15,6 +15,7 @@ import { dataPaths } from './config.ts';
 import type { AppContext, AppDeps } from './context.ts';
 import { installAuth, installErrorHandling } from './http/hooks.ts';
 import type { TlsCredentials } from './http/tls.ts';
+import { strictValidatorCompiler } from './http/validation.ts';
 import { routeUpgrades } from './http/upgrades.ts';
 import { webPages } from './console/web.ts';
 import { authRoutes } from './routes/auth.ts';
@@ -82,7 +83,7 @@ export async function buildApp(deps: AppDeps, options: BuildOptions = {}): Promi
       void (reply as FastifyReply).status(400).send({ error: { code: 'VALIDATION_FAILED', message } });
     },
   });
-  base.setValidatorCompiler(TypeBoxValidatorCompiler);
+  base.setValidatorCompiler(strictValidatorCompiler);
   installErrorHandling(base);
   const app = base.withTypeProvider<TypeBoxTypeProvider>();
 

@@ -103,6 +103,15 @@ describe('desktops', () => {
     const forced = await t.request('POST', '/api/v1/desktops/hana-1/restart?force=true', { token: hana });
     assert.equal(forced.statusCode, 200, forced.body);
     assert.deepEqual(t.runtime.calls.slice(-2), ['stop hana-1 0', 'start hana-1']);
+    // timeoutSeconds: the guest's time to power off, within 0…3600; anything else is refused and changes nothing.
+    for (const q of ['-1', '3601', 'soon', '', '1.5', '1e3']) {
+      const refused = await t.request('POST', `/api/v1/desktops/hana-1/restart?timeoutSeconds=${q}`, { token: hana });
+      assert.equal(refused.statusCode, 400, `${q}: ${refused.statusCode} ${refused.body} ${t.runtime.calls.slice(-2).join(',')}`);
+    }
+    assert.equal(t.runtime.calls.at(-1), 'start hana-1');
+    const patient = await t.request('POST', '/api/v1/desktops/hana-1/restart?timeoutSeconds=240', { token: hana });
+    assert.equal(patient.statusCode, 200, patient.body);
+    assert.deepEqual(t.runtime.calls.slice(-2), ['stop hana-1 240000', 'start hana-1']);
 
     const stop = await t.request('POST', '/api/v1/desktops/hana-1/stop', { token: hana });
     assert.equal(stop.json<DesktopBody>().desktop.state, 'stopped');

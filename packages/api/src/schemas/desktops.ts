@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { Name, ServerPath, Timestamp, Uuid } from '../names.ts';
-import { CPUS_MAX, CPUS_MIN, MEMORY_MIB_MAX, MEMORY_MIB_MIN, SERIAL_LOG_TAIL_MAX } from '../limits.ts';
+import { CPUS_MAX, CPUS_MIN, MEMORY_MIB_MAX, MEMORY_MIB_MIN, SERIAL_LOG_TAIL_MAX, STOP_TIMEOUT_MAX_SECONDS } from '../limits.ts';
 import { Lease } from './leases.ts';
 
 export const DesktopState = Type.Union([
@@ -65,9 +65,18 @@ export const DesktopListResponse = Type.Object({ desktops: Type.Array(Desktop) }
 export type DesktopListResponse = Static<typeof DesktopListResponse>;
 
 
-/** `POST /desktops/:name/stop|restart?force=true`: quit the VM at once instead of a graceful power-down. */
+/**
+ * `POST /desktops/:name/stop|restart?force=true`: quit the VM at once instead of a graceful power-down;
+ * `?timeoutSeconds=N`: how long the guest gets to power off before QEMU is killed (default: the server's).
+ */
 export const StopQuery = Type.Object(
-  { force: Type.Optional(Type.Boolean({ description: 'skip the ACPI power-down: QEMU quits at once (a hung guest; unsaved guest data is lost)' })) },
+  {
+    force: Type.Optional(Type.Boolean({ description: 'skip the ACPI power-down: QEMU quits at once (a hung guest; unsaved guest data is lost)' })),
+    timeoutSeconds: Type.Optional(Type.Integer({
+      minimum: 0, maximum: STOP_TIMEOUT_MAX_SECONDS,
+      description: "seconds the guest gets to power off before QEMU is killed (default: the server's stopTimeoutMs; 0 is force)",
+    })),
+  },
   { additionalProperties: false },
 );
 export type StopQuery = Static<typeof StopQuery>;

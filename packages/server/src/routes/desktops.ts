@@ -156,10 +156,15 @@ export const desktopRoutes: RoutePlugin = (ctx) => (app, _options, done) => {
       async (request) => {
         const caller = callerOf(request);
         const d = await visibleDesktop(ctx.db, caller, request.params.name);
-        const force = (request.query as StopQuery | undefined)?.force === true;
+        const q = request.query as StopQuery | undefined;
+        const force = q?.force === true;
+        const timeoutSeconds = q?.timeoutSeconds;
         const after = await ctx.audit.run(
-          { actor: caller, action, desktopId: d.id, target: d.name, detail: { from: d.state, ...(force ? { force } : {}) } },
-          () => run(ctx, d, { force }),
+          {
+            actor: caller, action, desktopId: d.id, target: d.name,
+            detail: { from: d.state, ...(force ? { force } : {}), ...(timeoutSeconds !== undefined ? { timeoutSeconds } : {}) },
+          },
+          () => run(ctx, d, { force, ...(timeoutSeconds !== undefined ? { timeoutMs: timeoutSeconds * 1000 } : {}) }),
           (r) => ({ detail: { to: r.state } }),
         );
         return { desktop: toApiDesktop(after) };

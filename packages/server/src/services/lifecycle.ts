@@ -73,12 +73,18 @@ export async function startDesktop(ctx: Ctx, d: DesktopView): Promise<DesktopVie
   return reload(ctx, d.id);
 }
 
-/** Graceful ACPI power-down, the VM killed after stopTimeoutMs; `force`: no power-down, QEMU quits at once. */
-export async function stopDesktop(ctx: Ctx, d: DesktopView, opts: { force?: boolean } = {}): Promise<DesktopView> {
+/** How a stop goes: `force` quits QEMU at once; otherwise the guest gets `timeoutMs` (default stopTimeoutMs) to power off. */
+export interface StopOptions {
+  force?: boolean;
+  timeoutMs?: number;
+}
+
+/** Graceful ACPI power-down, the VM killed after the timeout; `force`: no power-down, QEMU quits at once. */
+export async function stopDesktop(ctx: Ctx, d: DesktopView, opts: StopOptions = {}): Promise<DesktopView> {
   // From 'error' too: a failed start may have left a process behind, and stop is how it is cleaned up.
   await claim(ctx, d, ['running', 'error'], 'stopping', 'stop');
   try {
-    await ctx.runtime.stop(toRuntimeDesktop(ctx.paths, d), { timeoutMs: opts.force === true ? 0 : ctx.config.stopTimeoutMs });
+    await ctx.runtime.stop(toRuntimeDesktop(ctx.paths, d), { timeoutMs: opts.force === true ? 0 : opts.timeoutMs ?? ctx.config.stopTimeoutMs });
   } catch (err) {
     await setState(ctx.db, d.id, 'error', ctx.nowIso());
     throw runtimeFailure(err, d, 'stop');
@@ -88,7 +94,7 @@ export async function stopDesktop(ctx: Ctx, d: DesktopView, opts: { force?: bool
 }
 
 /** Stop then start. Only a running desktop restarts; a stopped one is started with start. */
-export async function restartDesktop(ctx: Ctx, d: DesktopView, opts: { force?: boolean } = {}): Promise<DesktopView> {
+export async function restartDesktop(ctx: Ctx, d: DesktopView, opts: StopOptions = {}): Promise<DesktopView> {
   if (d.state !== 'running') throw refusal(d, 'stop');
   const stopped = await stopDesktop(ctx, d, opts);
   return startDesktop(ctx, stopped);

@@ -30,10 +30,11 @@ export async function localStart(name: string, out: Output): Promise<boolean> {
 }
 
 /** `force`: no graceful power-down (QMP quit at once). */
-export async function localStop(name: string, out: Output, opts: { force?: boolean } = {}): Promise<boolean> {
+export async function localStop(name: string, out: Output, opts: { force?: boolean; timeoutSeconds?: number } = {}): Promise<boolean> {
   const agent = await checkedOutHere(name);
   if (agent === null) return false;
-  const r = await agent.stop(name, opts.force === true ? { timeoutMs: 0 } : {});
+  const timeoutMs = opts.force === true ? 0 : opts.timeoutSeconds === undefined ? undefined : opts.timeoutSeconds * 1000;
+  const r = await agent.stop(name, timeoutMs === undefined ? {} : { timeoutMs });
   out.result({ desktop: name, location: 'this-device', ...r }, () =>
     !r.wasRunning ? `${name} is not running on this device.` : `Stopped ${name} on this device${r.how === 'powerdown' ? '' : ` (forced: ${r.how})`}.`,
   );

@@ -4,11 +4,11 @@ import { resolve } from 'node:path';
 
 import type { Command } from 'commander';
 
-import { SERIAL_LOG_TAIL_MAX } from '@roamdesk/api/core';
+import { SERIAL_LOG_TAIL_MAX, STOP_TIMEOUT_MAX_SECONDS } from '@roamdesk/api/core';
 import type { Desktop } from '@roamdesk/api';
 import { ApiError } from '@roamdesk/client';
 
-import { CliError } from '../../errors.ts';
+import { CliError, CliUsageError } from '../../errors.ts';
 import { localConsole, localLogs, localStart, localStop } from '../device/local.ts';
 import { formatBytes } from '../../format.ts';
 import type { CommandContext } from '../../main.ts';
@@ -54,13 +54,20 @@ export function registerDesktops(program: Command, ctx: CommandContext): void {
     .description('stop a desktop (graceful power-down, killed after a timeout); on this device when it is checked out here')
     .argument('<name>', 'desktop name')
     .option('--force', 'no graceful power-down: the VM quits at once (a hung guest; what the guest had not saved is lost)')
-    .action((name: string, opts: { force?: boolean }, cmd: Command) =>
+    .option('--timeout <seconds>', `how long the guest gets to power off before its VM is killed (default: the server's, 60 s on this device; at most ${STOP_TIMEOUT_MAX_SECONDS})`)
+    .action((name: string, opts: { force?: boolean; timeout?: string }, cmd: Command) =>
       runRemote(ctx, cmd, async (remote, out) => {
         const force = opts.force === true;
-        if (!force && !out.opts.json) process.stderr.write(`Asking ${name}'s guest to shut down (it is killed after a timeout; --force stops it at once)…\n`);
-        if (await localStop(name, out, { force })) return;
+        const timeoutSeconds = parseIntOption(opts.timeout, '--timeout', 0, STOP_TIMEOUT_MAX_SECONDS);
+        if (force && timeoutSeconds !== undefined) throw new CliUsageError('--force and --timeout exclude each other (--force is --timeout 0)');
+        if (!force && timeoutSeconds !== 0 && !out.opts.json) {
+          const after = timeoutSeconds === undefined ? 'after a timeout' : `after ${timeoutSeconds} s`;
+          process.stderr.write(`Asking ${name}'s guest to shut down (it is killed ${after}; --force stops it at once)…\n`);
+        }
+        const stop = { force, ...(timeoutSeconds !== undefined ? { timeoutSeconds } : {}) };
+        if (await localStop(name, out, stop)) return;
         const { client } = await remote.connect();
-        const desktop = await client.stopDesktop(name, { force });
+        const desktop = await client.stopDesktop(name, stop);
         out.result({ desktop }, () => `Desktop ${desktop.name} is ${desktop.state}.`);
       }),
     );
