@@ -53,9 +53,10 @@ export const ENGINE_CODE_STATUS: Readonly<Record<string, number>> = {
   // qemu-img was killed by a resource limit while reading an uploaded image: the image is at fault.
   QEMU_ERR_IMG_LIMIT: 422,
   QEMU_ERR_IMG_INVALID_ARGUMENT: 422,
-  // The server's disk cannot hold what is being sent: 507 Insufficient Storage (RFC 4918 §11.5); not the caller's
-  // fault, and retrying at once does not help.
+  // The server's disk cannot hold what is being sent or imported: 507 Insufficient Storage (RFC 4918 §11.5); not
+  // the caller's fault, and retrying at once does not help.
   XFER_ERR_NO_SPACE: 507,
+  STORE_ERR_NO_SPACE: 507,
   // The server's disk failed while receiving: the received bytes were discarded.
   XFER_ERR_DISK: 500,
 };

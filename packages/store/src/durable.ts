@@ -5,7 +5,7 @@
  * rethrows: after an fsync EIO the page cache may already be marked clean, so retrying fsync could "succeed"
  * with the data lost (fsyncgate); the only safe answer is to drop the artifact.
  */
-import { constants, type FileHandle, link, open, rename, unlink } from 'node:fs/promises';
+import { constants, type FileHandle, link, open, rename, statfs, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { newTempFileName } from './ids.ts';
@@ -85,4 +85,10 @@ export async function writeFileDurable(dir: string, name: string, data: string |
     throw e;
   }
   await fsyncDir(dir);
+}
+
+/** Bytes an unprivileged writer may still use in the file system holding `dir` (null: statfs cannot tell). */
+export async function freeSpace(dir: string): Promise<number | null> {
+  const fs = await statfs(dir).catch(() => null);
+  return fs === null ? null : fs.bavail * fs.bsize;
 }

@@ -14,6 +14,7 @@
  *   ├── UnsupportedSourceError   STORE_ERR_UNSUPPORTED_SOURCE  empty, not a regular file, or a format we do not take
  *   ├── ImportFailedError        STORE_ERR_IMPORT_FAILED       qemu-img check/convert refused the bytes (cause attached)
  *   ├── SealFailedError          STORE_ERR_SEAL_FAILED         a step of seal/sealLive failed (data.step; cause attached)
+ *   ├── NoSpaceError             STORE_ERR_NO_SPACE            the store's disk cannot hold the object (checked before copying)
  *   └── StoreAbortedError        STORE_ERR_ABORTED             the caller's AbortSignal fired
  *
  * qcow2 header policy violations are NOT wrapped: they propagate as @roamdesk/qcow2's own Qcow2Error
@@ -34,6 +35,7 @@ export type StoreErrorCode =
   | 'STORE_ERR_UNSUPPORTED_SOURCE'
   | 'STORE_ERR_IMPORT_FAILED'
   | 'STORE_ERR_SEAL_FAILED'
+  | 'STORE_ERR_NO_SPACE'
   | 'STORE_ERR_ABORTED';
 
 export type StoreErrorData = Readonly<Record<string, unknown>>;
@@ -114,6 +116,10 @@ export class SealFailedError extends StoreError {
   get step(): SealStep {
     return this.data['step'] as SealStep;
   }
+}
+
+export class NoSpaceError extends StoreError {
+  readonly code = 'STORE_ERR_NO_SPACE';
 }
 
 export class StoreAbortedError extends StoreError {

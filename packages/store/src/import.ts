@@ -12,8 +12,8 @@ import { type FileHandle, open } from 'node:fs/promises';
 import { checkImageHeader, checkUntrustedLayer } from '@roamdesk/qcow2';
 import type { QemuImg } from '@roamdesk/qemu';
 
-import { createTemp, discard } from './durable.ts';
-import { HashMismatchError, ImportFailedError, ParentMissingError, StoreAbortedError, UnsupportedSourceError } from './errors.ts';
+import { createTemp, discard, freeSpace } from './durable.ts';
+import { HashMismatchError, ImportFailedError, NoSpaceError, ParentMissingError, StoreAbortedError, UnsupportedSourceError } from './errors.ts';
 import { copyAndHash, hashFile } from './hash-copy.ts';
 import { detectFormat, parseHeader, readLeadingBytes, readLeadingBytesOf } from './header-io.ts';
 import { assertObjectId, objectFileName, type ObjectId } from './ids.ts';
@@ -77,6 +77,7 @@ async function copyChecked(
   ctx: Ctx, fh: FileHandle, size: number, check: (header: ReturnType<typeof parseHeader>) => void,
   opts: ImportOptions, into: { path: string | null },
 ): Promise<{ sha256: string; bytes: number; virtualSize: number }> {
+  await ensureSpace(ctx.layout.objectsDir, size);
   const tmp = await createTemp(ctx.layout.objectsDir);
   into.path = tmp.path;
   try {
@@ -85,9 +86,25 @@ async function copyChecked(
     check(header);
     await tmp.handle.sync();
     return { sha256, bytes, virtualSize: Number(header.virtualSize) };
+  } catch (e) {
+    const errno = (e as { code?: unknown } | null)?.code;
+    if (errno === 'ENOSPC' || errno === 'EDQUOT') {
+      throw new NoSpaceError(`the store's disk filled up while copying (${errno}): ${ctx.layout.objectsDir}`, { path: ctx.layout.objectsDir, errno, hint: SPACE_HINT }, { cause: e });
+    }
+    throw e;
   } finally {
     await tmp.handle.close();
   }
+}
+
+const SPACE_HINT = "free space on the store's disk (or move its data directory to a larger disk), then import again";
+
+/** Refuses a copy of `bytes` the store's file system cannot hold, before anything is written. */
+async function ensureSpace(dir: string, bytes: number): Promise<void> {
+  const free = await freeSpace(dir);
+  if (free === null || bytes <= free) return;
+  const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
+  throw new NoSpaceError(`the object needs ${mb(bytes)} in ${dir}, which has ${mb(free)} free`, { path: dir, needed: bytes, free, hint: SPACE_HINT });
 }
 
 function throwIfAborted(signal: AbortSignal | undefined): void {

@@ -14,3 +14,5 @@ export type { VerifyOptions, VerifyProblem, VerifyProblemKind, VerifyReport } fr
 export * from './errors.ts';
 /** The qcow2 header of a file, parsed in TypeScript (no QEMU tool opens it). */
 export { readHeader } from './header-io.ts';
+/** Free bytes in the file system holding a directory (statfs; null when it cannot tell). */
+export { freeSpace } from './durable.ts';

@@ -1,13 +1,14 @@
 // Store against the real qemu-img: import, overlays, seal, chain, export, verify, remove, hostile inputs.
 import assert from 'node:assert/strict';
-import { chmod, cp, readdir, rm, stat, writeFile, readFile } from 'node:fs/promises';
+import fsp, { chmod, cp, open, readdir, rm, stat, writeFile, readFile } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, mock } from 'node:test';
 
 import { QemuImg } from '@roamdesk/qemu';
 
 import {
-  HashMismatchError, ImportFailedError, InvalidObjectIdError, ObjectInUseError, ParentMissingError, Store,
+  HashMismatchError, ImportFailedError, InvalidObjectIdError, NoSpaceError, ObjectInUseError, ParentMissingError, Store,
   UnsupportedSourceError, type ObjectInfo,
 } from '../src/index.ts';
 import {
@@ -328,5 +329,48 @@ describe('readBackingName (the name field alone, for dependency scans)', { skip:
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('a full disk under the store', { skip: haveQemuImg ? false : 'qemu-img not installed' }, () => {
+  let dir = '';
+  before(async () => { dir = await tempDir('store-full-'); });
+  after(async () => {
+    mock.restoreAll();
+    syncBuiltinESMExports();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('refuses an import the disk cannot hold before copying a byte, and an ENOSPC while copying leaves no temp file', async () => {
+    const calls = await recordingQemuImg(dir);
+    const store = await Store.open(join(dir, 'store'), { qemuImg: new QemuImg({ binary: calls.binary }) });
+    mustSh('qemu-img', ['create', '-q', '-f', 'qcow2', join(dir, 'img.qcow2'), '64M']);
+    const size = (await stat(join(dir, 'img.qcow2'))).size;
+    const before = await snapshotDir(store.root);
+
+    const objects = join(store.root, 'objects');
+    const realStatfs = fsp.statfs.bind(fsp);
+    mock.method(fsp, 'statfs', (path: string) => (path === objects ? Promise.resolve({ bavail: 1, bsize: 4096 }) : realStatfs(path)));
+    syncBuiltinESMExports();
+    await assert.rejects(store.importImage(join(dir, 'img.qcow2')), (e: unknown) => e instanceof NoSpaceError
+      && e.data['needed'] === size && e.data['free'] === 4096 && /needs [\d.]+ MB in .*objects, which has 0\.0 MB free/.test(e.message));
+    mock.restoreAll();
+    syncBuiltinESMExports();
+    assert.deepEqual(await calls.calls(), [], 'no qemu-img call');
+    assert.deepEqual(await snapshotDir(store.root), before, 'nothing written');
+
+    // The space goes while copying (another writer filled the disk).
+    const probe = await open(join(dir, 'probe'), 'w');
+    await probe.close();
+    const proto = Object.getPrototypeOf(probe) as { write: () => Promise<never> };
+    mock.method(proto, 'write', () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' })));
+    try {
+      await assert.rejects(store.importImage(join(dir, 'img.qcow2')), (e: unknown) => e instanceof NoSpaceError && e.data['errno'] === 'ENOSPC' && typeof e.data['hint'] === 'string');
+    } finally {
+      mock.restoreAll();
+    }
+    assert.deepEqual(await snapshotDir(store.root), before, 'the partial copy is gone');
+    const info = await store.importImage(join(dir, 'img.qcow2'));
+    assert.equal(info.size, size, 'with room, the import works');
   });
 });

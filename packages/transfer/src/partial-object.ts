@@ -11,8 +11,10 @@
  * as a promise about the bytes; the store re-hashes and checks the finished object).
  */
 import { writeSync } from 'node:fs';
-import { constants, type FileHandle, mkdir, open, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { constants, type FileHandle, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+
+import { freeSpace } from '@roamdesk/store';
 
 import { diskError, TransferError } from './errors.ts';
 import { forEachPiece } from './file-reader.ts';
@@ -373,10 +375,8 @@ export function streamPiecesInto(
 async function ensureSpace(dir: string, m: Manifest, needed: number): Promise<void> {
   if (needed <= 0) return;
   // Unknown free space (statfs unsupported): the writes will tell.
-  const fs = await statfs(dir).catch(() => null);
-  if (fs === null) return;
-  const free = fs.bavail * fs.bsize;
-  if (needed <= free) return;
+  const free = await freeSpace(dir);
+  if (free === null || needed <= free) return;
   const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
   throw new TransferError('XFER_ERR_NO_SPACE', `receiving ${m.kind} ${m.id.slice(0, 12)} needs ${mb(needed)} more in ${dir}, which has ${mb(free)} free`, {
     id: m.id, path: dir, needed, free,
