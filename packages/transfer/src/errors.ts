@@ -49,7 +49,7 @@ export function isTransferError(e: unknown, code?: TransferErrorCode): e is Tran
 }
 
 /** A Node fs error's errno code (ENOSPC, EIO…), if `e` is one. */
-export function errnoCode(e: unknown): string | undefined {
+function errnoCode(e: unknown): string | undefined {
   const code = (e as { code?: unknown } | null)?.code;
   return e instanceof Error && typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) ? code : undefined;
 }

@@ -106,7 +106,7 @@ export class UploadRegistry {
     if (existing !== undefined) {
       const o = await existing;
       if (o.partial.failed || JSON.stringify(o.partial.manifest) !== JSON.stringify(m)) {
-        await this.abandon(owner, uploadId);
+        await this.#drop(uploadId, o);
       } else {
         return stateOf(uploadId, o.partial);
       }
@@ -238,7 +238,11 @@ export class UploadRegistry {
   }
 
   async abandon(owner: string, uploadId: string): Promise<void> {
-    const o = await this.#get(owner, uploadId);
+    await this.#drop(uploadId, await this.#get(owner, uploadId));
+  }
+
+  /** Forgets an upload and deletes what it received. */
+  async #drop(uploadId: string, o: Open): Promise<void> {
     this.#open.delete(uploadId);
     await this.#releaseHasher(o, (h) => h.cancel());
     await o.partial.discard();
@@ -343,9 +347,7 @@ export class UploadRegistry {
     if (o.partial.failed) {
       // A disk error on this server condemned what was received (reliability.md R7): it is discarded, and the
       // device starts the object again with POST /uploads.
-      this.#open.delete(uploadId);
-      await this.#releaseHasher(o, (h) => h.cancel());
-      await o.partial.discard();
+      await this.#drop(uploadId, o);
       throw new TransferError('XFER_ERR_UPLOAD', `upload ${uploadId} was discarded after a disk error on the server; start it again`, { uploadId, notFound: true, discarded: true });
     }
     return o;

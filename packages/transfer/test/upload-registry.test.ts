@@ -2,10 +2,12 @@
 // right now or were touched after the cutoff; the registry need not have them open (after a restart).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, mock } from 'node:test';
 
 import { Store } from '@roamdesk/store';
 
@@ -80,6 +82,56 @@ describe('UploadRegistry.begin: uploads in progress per owner', () => {
       assert.ok((await registry.begin('ole', c.manifest, limits)).uploadId !== null, 'another owner has their own count');
       await registry.abandon('uma', first!);
       assert.ok((await registry.begin('uma', c.manifest, limits)).uploadId !== null, 'room again after abandoning one');
+      await registry.close();
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('UploadRegistry on a failing disk (reliability.md R7)', () => {
+  it('an EIO while receiving discards the upload; the device begins it again and completes it', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'roamdesk-uploads-eio-'));
+    try {
+      const store = await Store.open(join(root, 'store'));
+      const registry = new UploadRegistry(store);
+      const a = upload();
+      const id = (await registry.begin('uma', a.manifest, LIMITS)).uploadId!;
+      mock.method(fs, 'writeSync', () => { throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }); });
+      syncBuiltinESMExports();
+      try {
+        const sink = await registry.sink('uma', id);
+        assert.throws(() => sink.push(frame0(a.bytes)), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_DISK');
+        sink.dispose();
+      } finally {
+        mock.restoreAll();
+        syncBuiltinESMExports();
+      }
+      // The device's retry begins the upload again: it starts from nothing.
+      const again = await registry.begin('uma', a.manifest, LIMITS);
+      assert.deepEqual([again.uploadId, again.piecesVerified], [id, 0]);
+      const sink = await registry.sink('uma', id);
+      for (let i = 0; i < 3; i++) {
+        await sink.push(Buffer.concat([encodeFrameHeader({ index: i, encoding: 0, payloadLength: PIECE, rawLength: PIECE }), a.bytes.subarray(i * PIECE, (i + 1) * PIECE)]));
+      }
+      assert.equal(sink.end().complete, true);
+      sink.dispose();
+
+      // Any other call on a condemned upload discards it and says so.
+      const b = upload();
+      const other = (await registry.begin('uma', b.manifest, LIMITS)).uploadId!;
+      mock.method(fs, 'writeSync', () => { throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }); });
+      syncBuiltinESMExports();
+      try {
+        const s2 = await registry.sink('uma', other);
+        assert.throws(() => s2.push(frame0(b.bytes)), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_DISK');
+        s2.dispose();
+      } finally {
+        mock.restoreAll();
+        syncBuiltinESMExports();
+      }
+      await assert.rejects(registry.state('uma', other), (e: unknown) => e instanceof TransferError && e.data['discarded'] === true);
+      assert.deepEqual((await readdir(store.incomingDir)).filter((n) => n.includes(other)), [], 'nothing it received is kept');
       await registry.close();
     } finally {
       await rm(root, { recursive: true, force: true });
