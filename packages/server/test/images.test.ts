@@ -165,12 +165,22 @@ describe('images', () => {
   });
 
   it('cleans an engine error raised with data through', async () => {
-    t.store.failNext = new EngineError('STORE_ERR_NO_SPACE', 'no space left', { needed: 5 });
+    t.store.failNext = new EngineError('STORE_ERR_UNSUPPORTED_SOURCE', 'not an image', { source: 'f.img' });
     const src = join(t.dir, 'x');
     await mkdir(src, { recursive: true });
     await writeFile(join(src, 'f.img'), 'bytes');
-    const r = await t.request('POST', '/api/v1/images', { token: t.adminToken, body: { name: 'nospace', path: join(src, 'f.img') } });
+    const r = await t.request('POST', '/api/v1/images', { token: t.adminToken, body: { name: 'odd', path: join(src, 'f.img') } });
     assert.equal(r.statusCode, 422);
-    assert.deepEqual(r.json(), { error: { code: 'STORE_ERR_NO_SPACE', message: 'no space left', data: { needed: 5 } } });
+    assert.deepEqual(r.json(), { error: { code: 'STORE_ERR_UNSUPPORTED_SOURCE', message: 'not an image', data: { source: 'f.img' } } });
+  });
+
+  it("a full disk under the server's store is 507, with the message and without the server's details", async () => {
+    t.store.failNext = new EngineError('STORE_ERR_NO_SPACE', 'the object needs 5.0 MB in /srv/store/objects, which has 1.0 MB free', { needed: 5e6, free: 1e6 });
+    const r = await t.request('POST', '/api/v1/images', { token: t.adminToken, body: { name: 'nospace', path: join(t.dir, 'x', 'f.img') } });
+    assert.equal(r.statusCode, 507);
+    const body = r.json<{ error: { code: string; message: string; data: Record<string, unknown> } }>();
+    assert.equal(body.error.code, 'STORE_ERR_NO_SPACE');
+    assert.match(body.error.message, /needs 5\.0 MB/);
+    assert.deepEqual(Object.keys(body.error.data), ['requestId']);
   });
 });
