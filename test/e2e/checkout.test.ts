@@ -274,16 +274,30 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     sh('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0xa1 0 1M', '-c', 'read -P 0xb2 1M 1M', '-c', 'read -P 0xc3 2M 1M', out]);
   });
 
-  it('two devices race to check out one desktop: exactly one wins; the server VM stays down while it is checked out', async () => {
+  it('two devices race to check out one desktop: exactly one wins; a console open on the server VM ends; the server VM stays down while it is checked out', async () => {
     await createDesktop(h, token, guest, 'race', guestAppend(guest, 'idle'));
     const start = await api(h, 'POST', '/desktops/race/start', token);
     assert.equal(start.statusCode, 200, start.body);
     await until('the idle guest', async () => (/ROAMDESK idle/.test(await serial(h, token, 'race')) ? true : undefined), 120_000);
+    // Someone is at the server VM's console (real RFB through the server's proxy) when the check-out comes.
+    const issued = await api(h, 'POST', '/desktops/race/console', token);
+    assert.equal(issued.statusCode, 200, issued.body);
+    const origin = new URL(h.url).origin;
+    const ws = new WebSocket(`${origin.replace(/^http/, 'ws')}/api/v1/console/ws?token=${issued.json<{ token: string }>().token}`, ['binary'], { origin });
+    const greeting = await new Promise<string>((resolve, reject) => {
+      ws.once('message', (m: Buffer) => resolve(m.toString()));
+      ws.once('error', reject);
+    });
+    assert.match(greeting, /^RFB 003\.00\d\n$/);
+    const consoleClosed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
     const c = agentFor('home-c');
     const d = agentFor('home-d');
     await c.register({ name: 'laptop-c' });
     await d.register({ name: 'laptop-d' });
     const results = await Promise.allSettled([c.checkout('race'), d.checkout('race')]);
+    // The session ended with the server VM: nobody keeps a view of (or input into) a desktop that moved away.
+    const closedWith = await Promise.race([consoleClosed, new Promise<string>((r) => setTimeout(() => r('still open 30 s after the check-out'), 30_000))]);
+    assert.equal(typeof closedWith, 'number', String(closedWith));
     const won = results.filter((r) => r.status === 'fulfilled');
     const lost = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as { code?: string }] : []));
     assert.equal(won.length, 1, JSON.stringify(results.map((r) => r.status)));
