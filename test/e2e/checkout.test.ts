@@ -525,6 +525,7 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     assert.equal(typeof st['overlay'], 'string');
     for (const f of [st['image'], ...(st['layers'] as string[]), st['overlay']]) assert.ok((await stat(String(f))).isFile(), `${String(f)} exists`);
     assert.equal((st['offlineLease'] as { ok: boolean }).ok, true);
+    assert.equal(st['bytesPendingUpload'], 0, 'a fresh check-out has nothing to send');
     assert.ok((st['objects'] as Array<{ local: string }>).every((o) => o.local === 'complete'), 'the chain status keys, all local');
     const all = await cli(dir, ['status']);
     assert.deepEqual((all['checkouts'] as Array<{ desktop: string }>).map((c) => c.desktop), ['cli']);
@@ -536,6 +537,7 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     const desktopId = (await local.records.require('cli')).desktopId;
     await until('the local idle guest', async () => (/ROAMDESK idle/.test(await localSerialLog(dir, desktopId, MiB)) ? true : undefined), 120_000);
     assert.match(String((await cli(dir, ['logs', 'cli']))['log']), /ROAMDESK idle/, 'logs reads the local serial console');
+    assert.ok(Number((await cli(dir, ['status', 'cli']))['bytesPendingUpload']) > 0, 'the running guest wrote to its overlay');
 
     // The local console: a page on 127.0.0.1 and a one-time WebSocket to the VM's VNC socket.
     const con = spawn(process.execPath, [BIN, 'console', 'cli'], { env: { ...process.env, ROAMDESK_HOME: dir }, stdio: ['ignore', 'pipe', 'pipe'] });

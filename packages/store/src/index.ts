@@ -14,5 +14,7 @@ export type { VerifyOptions, VerifyProblem, VerifyProblemKind, VerifyReport } fr
 export * from './errors.ts';
 /** The qcow2 header of a file, parsed in TypeScript (no QEMU tool opens it). */
 export { readHeader } from './header-io.ts';
+/** Whether a qcow2 file maps guest clusters of its own (its L1/L2 tables, read in TypeScript). */
+export { hasOwnClusters } from './allocation.ts';
 /** Free bytes in the file system holding a directory (statfs; null when it cannot tell). */
 export { freeSpace } from './durable.ts';

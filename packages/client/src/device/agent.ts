@@ -19,7 +19,7 @@ import { basename, join } from 'node:path';
 
 import type { Device, LeaseResponse, OperationProgress, StoredObject } from '@roamdesk/api';
 import { QemuImg } from '@roamdesk/qemu';
-import { readHeader, Store, type ObjectInfo } from '@roamdesk/store';
+import { hasOwnClusters, readHeader, Store, type ObjectInfo } from '@roamdesk/store';
 import type { ManifestCache, TransferProgress, TransferReport } from '@roamdesk/transfer';
 
 import { ApiError, ClientError } from '../errors.ts';
@@ -1078,7 +1078,10 @@ export class DeviceAgent {
     if (rec === null) return null;
     const vm = await localVm(this.home, rec.desktopId);
     const pending = pendingLayers(rec);
-    const overlayBytes = rec.overlay !== null ? await stat(rec.overlay.path).then((s) => s.size, () => 0) : 0;
+    // An overlay nobody wrote to (a fresh check-out) sends nothing: only its metadata is in the file.
+    const overlay = rec.overlay;
+    const written = overlay !== null && (vm.running || (await hasOwnClusters(overlay.path).catch(() => true)));
+    const overlayBytes = written ? await stat(overlay.path).then((s) => s.size, () => 0) : 0;
     // Paths only: the store is not opened (a writer may be busy in it), and the record's ids are validated.
     const objectPath = (id: string): string => join(this.storeRoot, 'objects', `${id}.qcow2`);
     const onServer = rec.chain.findIndex((o) => o.id === rec.replicatedTop) + 1;
