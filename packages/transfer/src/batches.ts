@@ -84,7 +84,13 @@ export class BatchQueue {
 export async function backoff(attempt: number, signal: AbortSignal | undefined): Promise<void> {
   const ms = Math.min(2000, 100 * 2 ** Math.max(0, attempt - 1));
   await new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+    // The listener goes when the wait ends either way: a long transfer's retries must not pile them up on one signal.
+    const done = (): void => {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
   });
 }

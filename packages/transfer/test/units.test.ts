@@ -1,12 +1,13 @@
 // Pure parts of the transfer engine: manifests, frames, batches, the compression decision, the zstd codec.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { getEventListeners } from 'node:events';
 import { describe, it } from 'node:test';
 
 import fc from 'fast-check';
 
 import { CompressionController } from '../src/adaptive.ts';
-import { BatchQueue, planBatches } from '../src/batches.ts';
+import { backoff, BatchQueue, planBatches } from '../src/batches.ts';
 import { compressedBound, PieceCodec } from '../src/codec.ts';
 import { connectionError, TransferError } from '../src/errors.ts';
 import { BufferPool, encodeFrameHeader, ENCODING_RAW, ENCODING_ZSTD, FRAME_HEADER_BYTES, FrameAssembler } from '../src/frames.ts';
@@ -162,6 +163,15 @@ describe('batches', () => {
     assert.deepEqual(await q.next(), { first: 3, count: 1 });
     q.settle([]);
     assert.equal(await q.next(), null);
+  });
+  it("a retry's wait leaves no listener on the transfer's signal (a long transfer retries many times)", async () => {
+    const c = new AbortController();
+    for (let i = 0; i < 3; i++) await backoff(0, c.signal);
+    assert.equal(getEventListeners(c.signal, 'abort').length, 0);
+    const waiting = backoff(20, c.signal);
+    c.abort();
+    await waiting; // an abort ends the wait at once
+    assert.equal(getEventListeners(c.signal, 'abort').length, 0);
   });
 });
 
