@@ -19,7 +19,7 @@ import { ConfigError, type ServerHandle } from '@roamdesk/server';
 import WebSocket from 'ws';
 
 import { tempDir } from '../support/guest-vm.ts';
-import { ADMIN, api, boot, login } from '../support/server.ts';
+import { ADMIN, api, boot, login, spawnServer } from '../support/server.ts';
 
 const BIN = new URL('../../packages/cli/bin/roamdesk.js', import.meta.url).pathname;
 const MiB = 1024 * 1024;
@@ -169,23 +169,12 @@ describe('the server over HTTPS', () => {
     const ca = await readFile(file('ca.pem'));
     await copyFile(file('server.pem'), file('cli.pem'));
     await copyFile(file('server.key'), file('cli.key'));
-    const env: NodeJS.ProcessEnv = { ...process.env, ROAMDESK_ADMIN_PASSWORD: ADMIN, NO_COLOR: '1' };
-    const server = spawn(process.execPath, [BIN, 'server', '--data', file('cli-data'), '--listen', '127.0.0.1:0', '--log-level', 'warn',
-      '--tls-cert', file('cli.pem'), '--tls-key', file('cli.key'), '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const { child: server, url } = await spawnServer(
+      ['--data', file('cli-data'), '--listen', '127.0.0.1:0', '--log-level', 'warn', '--tls-cert', file('cli.pem'), '--tls-key', file('cli.key')],
+      { ROAMDESK_ADMIN_PASSWORD: ADMIN },
+    );
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        let out = '';
-        const timer = setTimeout(() => reject(new Error(`no start within 60 s: ${out}`)), 60_000);
-        server.stdout.setEncoding('utf8').on('data', (c: string) => {
-          out += c;
-          const m = /"url":\s*"(https:\/\/[^"]+)"/.exec(out);
-          if (m?.[1] !== undefined) {
-            clearTimeout(timer);
-            resolve(m[1]);
-          }
-        });
-        server.once('exit', (code) => reject(new Error(`the server exited (${String(code)}) before listening`)));
-      });
+      assert.match(url, /^https:/);
       const port = Number(new URL(url).port);
       assert.equal(await servedFingerprint(port, ca), new X509Certificate(await readFile(file('server.pem'))).fingerprint256);
       await copyFile(file('renewed.pem'), file('cli.pem'));

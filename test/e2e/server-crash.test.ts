@@ -4,7 +4,7 @@
  * both sides hold the same chain, and what was verified before the crash is not sent again.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -14,10 +14,10 @@ import type { Lease } from '@roamdesk/api';
 import { DeviceAgent, type AgentProgress } from '@roamdesk/client';
 
 import { tempDir } from '../support/guest-vm.ts';
+import { spawnServer } from '../support/server.ts';
 import { throttle } from '../support/throttle.ts';
 
 const MiB = 1024 * 1024;
-const BIN = new URL('../../packages/cli/bin/roamdesk.js', import.meta.url).pathname;
 const ADMIN = 'admin-password-crash';
 
 function sh(cmd: string, args: string[]): void {
@@ -39,22 +39,7 @@ async function freePort(): Promise<number> {
 
 /** `roamdesk server` as its own process (so it can really be killed), listening on `port`. */
 async function startServer(dataDir: string, port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [BIN, 'server', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--log-level', 'warn', '--json'], {
-    env: { ...process.env, ROAMDESK_ADMIN_PASSWORD: ADMIN, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  await new Promise<void>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`no start within 60 s: ${out}`)), 60_000);
-    child.stdout?.setEncoding('utf8').on('data', (c: string) => {
-      out += c;
-      if (/"url":\s*"http:/.test(out)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`the server exited (${String(code)}) before listening: ${out}`)));
-  });
-  return child;
+  return (await spawnServer(['--data', dataDir, '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], { ROAMDESK_ADMIN_PASSWORD: ADMIN })).child;
 }
 
 async function crash(child: ChildProcess): Promise<void> {

@@ -3,6 +3,7 @@
  * helpers to drive it through its HTTP API and to kill exactly the QEMUs that belong to that data dir.
  */
 import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -104,3 +105,29 @@ export async function exists(path: string): Promise<boolean> {
   return stat(path).then(() => true, () => false);
 }
 
+const BIN = new URL('../../packages/cli/bin/roamdesk.js', import.meta.url).pathname;
+
+/**
+ * `roamdesk server ARGS --json` as its own process (so a test can signal or kill it); resolves with the URL it
+ * listens on once it says so. The caller stops it.
+ */
+export async function spawnServer(args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [BIN, 'server', ...args, '--json'], { env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`no start within 60 s: ${out}`)), 60_000);
+    child.stdout?.setEncoding('utf8').on('data', (c: string) => {
+      out += c;
+      const m = /"url":\s*"(https?:\/\/[^"]+)"/.exec(out);
+      if (m?.[1] !== undefined) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the server exited (${String(code)}) before listening: ${out}`));
+    });
+  });
+  return { child, url };
+}

@@ -166,7 +166,6 @@ export class ApiClient {
     return (await this.http.json<DesktopResponse>('POST', `/desktops/${seg(name)}/start`, o)).desktop;
   }
 
-  /** `force`: no graceful power-down, the VM quits at once (a hung guest). */
   /** `force`: QEMU quits at once; `timeoutSeconds`: how long the guest gets to power off (default: the server's). */
   async stopDesktop(name: string, o: CallOptions & { force?: boolean; timeoutSeconds?: number } = {}): Promise<Desktop> {
     const { force, timeoutSeconds, ...rest } = o;

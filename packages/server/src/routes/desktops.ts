@@ -164,7 +164,7 @@ export const desktopRoutes: RoutePlugin = (ctx) => (app, _options, done) => {
             actor: caller, action, desktopId: d.id, target: d.name,
             detail: { from: d.state, ...(force ? { force } : {}), ...(timeoutSeconds !== undefined ? { timeoutSeconds } : {}) },
           },
-          () => run(ctx, d, { force, ...(timeoutSeconds !== undefined ? { timeoutMs: timeoutSeconds * 1000 } : {}) }),
+          () => run(ctx, d, force ? { timeoutMs: 0 } : timeoutSeconds !== undefined ? { timeoutMs: timeoutSeconds * 1000 } : {}),
           (r) => ({ detail: { to: r.state } }),
         );
         return { desktop: toApiDesktop(after) };

@@ -73,18 +73,17 @@ export async function startDesktop(ctx: Ctx, d: DesktopView): Promise<DesktopVie
   return reload(ctx, d.id);
 }
 
-/** How a stop goes: `force` quits QEMU at once; otherwise the guest gets `timeoutMs` (default stopTimeoutMs) to power off. */
+/** How long the guest gets to power off before QEMU is killed (default stopTimeoutMs; 0: QEMU quits at once). */
 export interface StopOptions {
-  force?: boolean;
   timeoutMs?: number;
 }
 
-/** Graceful ACPI power-down, the VM killed after the timeout; `force`: no power-down, QEMU quits at once. */
+/** Graceful ACPI power-down, the VM killed after the timeout. */
 export async function stopDesktop(ctx: Ctx, d: DesktopView, opts: StopOptions = {}): Promise<DesktopView> {
   // From 'error' too: a failed start may have left a process behind, and stop is how it is cleaned up.
   await claim(ctx, d, ['running', 'error'], 'stopping', 'stop');
   try {
-    await ctx.runtime.stop(toRuntimeDesktop(ctx.paths, d), { timeoutMs: opts.force === true ? 0 : opts.timeoutMs ?? ctx.config.stopTimeoutMs });
+    await ctx.runtime.stop(toRuntimeDesktop(ctx.paths, d), { timeoutMs: opts.timeoutMs ?? ctx.config.stopTimeoutMs });
   } catch (err) {
     await setState(ctx.db, d.id, 'error', ctx.nowIso());
     throw runtimeFailure(err, d, 'stop');
