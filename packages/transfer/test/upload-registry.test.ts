@@ -90,6 +90,20 @@ describe('UploadRegistry.begin: uploads in progress per owner', () => {
 });
 
 describe('UploadRegistry on a failing disk (reliability.md R7)', () => {
+  /** Pushes the first piece of `bytes` while every write fails with EIO: the registry answers XFER_ERR_DISK. */
+  async function pushOnFailingDisk(registry: UploadRegistry, uploadId: string, bytes: Buffer): Promise<void> {
+    mock.method(fs, 'writeSync', () => { throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }); });
+    syncBuiltinESMExports();
+    try {
+      const sink = await registry.sink('uma', uploadId);
+      assert.throws(() => sink.push(frame0(bytes)), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_DISK');
+      sink.dispose();
+    } finally {
+      mock.restoreAll();
+      syncBuiltinESMExports();
+    }
+  }
+
   it('an EIO while receiving discards the upload; the device begins it again and completes it', async () => {
     const root = await mkdtemp(join(tmpdir(), 'roamdesk-uploads-eio-'));
     try {
@@ -97,16 +111,7 @@ describe('UploadRegistry on a failing disk (reliability.md R7)', () => {
       const registry = new UploadRegistry(store);
       const a = upload();
       const id = (await registry.begin('uma', a.manifest, LIMITS)).uploadId!;
-      mock.method(fs, 'writeSync', () => { throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }); });
-      syncBuiltinESMExports();
-      try {
-        const sink = await registry.sink('uma', id);
-        assert.throws(() => sink.push(frame0(a.bytes)), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_DISK');
-        sink.dispose();
-      } finally {
-        mock.restoreAll();
-        syncBuiltinESMExports();
-      }
+      await pushOnFailingDisk(registry, id, a.bytes);
       // The device's retry begins the upload again: it starts from nothing.
       const again = await registry.begin('uma', a.manifest, LIMITS);
       assert.deepEqual([again.uploadId, again.piecesVerified], [id, 0]);
@@ -120,16 +125,7 @@ describe('UploadRegistry on a failing disk (reliability.md R7)', () => {
       // Any other call on a condemned upload discards it and says so.
       const b = upload();
       const other = (await registry.begin('uma', b.manifest, LIMITS)).uploadId!;
-      mock.method(fs, 'writeSync', () => { throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }); });
-      syncBuiltinESMExports();
-      try {
-        const s2 = await registry.sink('uma', other);
-        assert.throws(() => s2.push(frame0(b.bytes)), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_DISK');
-        s2.dispose();
-      } finally {
-        mock.restoreAll();
-        syncBuiltinESMExports();
-      }
+      await pushOnFailingDisk(registry, other, b.bytes);
       await assert.rejects(registry.state('uma', other), (e: unknown) => e instanceof TransferError && e.data['discarded'] === true);
       assert.deepEqual((await readdir(store.incomingDir)).filter((n) => n.includes(other)), [], 'nothing it received is kept');
       await registry.close();
