@@ -21,26 +21,14 @@ import { Store } from '@roamdesk/store';
 import { TransferError, uploadObjects } from '@roamdesk/transfer';
 import WebSocket from 'ws';
 
+import { BIN, cli, runCli } from '../support/cli.ts';
 import { cycleBoot, tempDir } from '../support/guest-vm.ts';
 import { throttle } from '../support/throttle.ts';
 import { api, boot, createDesktop, killOurs, login, ourQemus, serial, state, until } from '../support/server.ts';
 
 const MiB = 1024 * 1024;
 const LEASE_POLICY = { maxOfflineSeconds: 60, maxChainLength: 2 };
-const HOMES = ['home-a', 'home-b', 'home-c', 'home-d', 'home-e', 'home-f', 'home-g', 'home-h', 'home-i', 'home-j', 'home-k', 'home-l'];
-const BIN = new URL('../../packages/cli/bin/roamdesk.js', import.meta.url).pathname;
-
-/** Runs the roamdesk CLI with ROAMDESK_HOME=home and parses its --json answer (asynchronously: the server runs in this process). */
-async function cli(home: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Record<string, unknown>> {
-  const child = spawn(process.execPath, [BIN, ...args, '--json'], { env: { ...process.env, ROAMDESK_HOME: home, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));
-  assert.equal(code, 0, `roamdesk ${args.join(' ')}: ${stdout}\n${stderr}`);
-  return JSON.parse(stdout) as Record<string, unknown>;
-}
+const HOMES = ['home-a', 'home-b', 'home-c', 'home-d', 'home-e', 'home-f', 'home-g', 'home-h', 'home-i', 'home-j', 'home-k', 'home-l', 'home-m'];
 
 function sh(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
@@ -651,6 +639,79 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     const co = await cli(dir, ['checkout', 'full']);
     assert.equal((await lease('full')).state, 'checked-out');
     assert.equal(co['generation'], l.generation);
+  });
+
+  it('a full disk under the local VM (a real tmpfs): the guest pauses, status says why and what to do, stop and start are refused until there is room, then start resumes it and no write is lost', async () => {
+    await createDesktop(h, token, guest, 'roomy', guestAppend(guest, 'stream', { genKib: 1024, intervalMs: 100 }));
+    const dir = home('home-m');
+    await new StateStore(dir).save({ version: 1, server: h.url, session: { user: 'admin', role: 'admin', token, expiresAt: new Date(Date.now() + 3_600_000).toISOString() } });
+    assert.equal((await cli(dir, ['device', 'register', '--name', 'laptop-m']))['created'], true);
+    const storeDir = join(dir, 'store');
+    await mkdir(storeDir, { recursive: true });
+    // The store on a tmpfs in a mount namespace of our own (unshare -rm), held open by a bounded sleep; every CLI
+    // call of this test enters it (nsenter), and so does the local QEMU they start.
+    const holder = spawn('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs -o size=256m tmpfs "$1" && echo mounted && exec sleep 600', 'sh', storeDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const via = ['nsenter', '-t', String(holder.pid), '-U', '-m', '--preserve-credentials'];
+    const inNs = (args: string[]): string => sh(via[0]!, [...via.slice(1), ...args]);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout.once('data', () => resolve());
+        holder.once('exit', (code) => reject(new Error(`unshare exited ${String(code)}`)));
+      });
+      const co = await cli(dir, ['checkout', 'roomy'], {}, { via });
+      assert.equal((await lease('roomy')).state, 'checked-out');
+      assert.ok(String(co['overlay']).startsWith(storeDir));
+      // Leave 3 MiB: the guest's stream of 1 MiB generations fills it within a few writes.
+      const used = Number(inNs(['df', '-B1', '--output=used', storeDir]).split('\n')[1]);
+      inNs(['mount', '-o', `remount,size=${used + 3 * MiB}`, storeDir]);
+      await cli(dir, ['start', 'roomy'], {}, { via });
+      const desktopId = (await agentFor('home-m').records.require('roomy')).desktopId;
+      type Vm = { running: boolean; paused: { reason: string; dir: string; freeBytes: number; hint: string } | null };
+      const vmOf = async (): Promise<Vm> => (await cli(dir, ['status', 'roomy'], {}, { via }))['vm'] as Vm;
+      const paused = await until('the local VM to pause on the full disk', async () => {
+        const vm = await vmOf();
+        return vm.paused !== null ? vm : undefined;
+      }, 180_000);
+      assert.equal(paused.running, true);
+      assert.equal(paused.paused?.reason, 'no-space');
+      assert.equal(paused.paused?.dir, join(storeDir, 'objects'));
+      assert.ok((paused.paused?.freeBytes ?? -1) < MiB, JSON.stringify(paused));
+      assert.match(paused.paused?.hint ?? '', /is full .*free at least 16\.8 MB there, then run roamdesk start roomy/);
+      const writes = async (): Promise<number> => parseGuestSerial(await localSerialLog(dir, desktopId, 4 * MiB)).filter((e) => e.step === 'write').length;
+      const before = await writes();
+      assert.ok(before < 3, `at most two 1 MiB generations fit in 3 MiB (${before})`);
+      // A graceful stop cannot reach a paused guest, and would lose its pending writes: refused, nothing changes.
+      const stop = await runCli(dir, ['stop', 'roomy'], { via });
+      assert.notEqual(stop.code, 0);
+      const stopErr = stop.json['error'] as { code: string; data: { hint: string } };
+      assert.equal(stopErr.code, 'DEVICE_ERR_VM_PAUSED', stop.stdout);
+      assert.match(stopErr.data.hint, /roamdesk stop roomy --force/);
+      // Still full: start (resume) is refused, and the VM stays paused.
+      const full = await runCli(dir, ['start', 'roomy'], { via });
+      assert.equal((full.json['error'] as { code: string }).code, 'DEVICE_ERR_NO_SPACE', full.stdout + full.stderr);
+      assert.equal((await vmOf()).paused?.reason, 'no-space');
+      assert.equal(await writes(), before);
+      // Room again: start resumes the guest where it stopped.
+      inNs(['mount', '-o', 'remount,size=256m', storeDir]);
+      const resumed = await cli(dir, ['start', 'roomy'], {}, { via });
+      assert.equal((resumed['resumed'] as { reason: string }).reason, 'no-space');
+      await until('two more generations after the resume', async () => ((await writes()) >= before + 2 ? true : undefined), 120_000);
+      assert.equal((await vmOf()).paused, null);
+      assert.equal((await cli(dir, ['stop', 'roomy'], {}, { via }))['how'], 'powerdown');
+      const written = await writes();
+      // The next boot verifies every generation the first one wrote, across the pause.
+      await cli(dir, ['start', 'roomy'], {}, { via });
+      const verified = await until('the next boot to verify', async () => {
+        const v = parseGuestSerial(await localSerialLog(dir, desktopId, 4 * MiB)).find((e) => e.step === 'verified');
+        return v?.step === 'verified' ? v : undefined;
+      }, 120_000);
+      assert.deepEqual([verified.count, verified.ok], [written, true]);
+      await cli(dir, ['stop', 'roomy'], {}, { via });
+    } finally {
+      await runCli(dir, ['stop', 'roomy', '--force'], { via }).catch(() => undefined);
+      await killOurs(dir).catch(() => undefined);
+      holder.kill('SIGKILL');
+    }
   });
 });
 

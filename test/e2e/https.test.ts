@@ -18,10 +18,10 @@ import { connect } from 'node:tls';
 import { ConfigError, type ServerHandle } from '@roamdesk/server';
 import WebSocket from 'ws';
 
+import { BIN } from '../support/cli.ts';
 import { tempDir } from '../support/guest-vm.ts';
 import { ADMIN, api, boot, login, spawnServer } from '../support/server.ts';
 
-const BIN = new URL('../../packages/cli/bin/roamdesk.js', import.meta.url).pathname;
 const MiB = 1024 * 1024;
 
 interface Run {

@@ -11,6 +11,8 @@ import type { GuestBuild } from '@roamdesk/cli';
 import { isRunning } from '@roamdesk/qemu';
 import { startServer, type ServerHandle } from '@roamdesk/server';
 
+import { BIN } from './cli.ts';
+
 export const ADMIN = 'admin-password-e2e';
 
 export interface DesktopBody {
@@ -105,19 +107,21 @@ export async function exists(path: string): Promise<boolean> {
   return stat(path).then(() => true, () => false);
 }
 
-const BIN = new URL('../../packages/cli/bin/roamdesk.js', import.meta.url).pathname;
 
 /**
  * `roamdesk server ARGS --json` as its own process (so a test can signal or kill it); resolves with the URL it
- * listens on once it says so. The caller stops it.
+ * listens on once it says so, and `log()` reads its log (stderr) so far. The caller stops it.
  */
-export async function spawnServer(args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [BIN, 'server', ...args, '--json'], { env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function spawnServer(args: string[], env: NodeJS.ProcessEnv, opts: { via?: string[] } = {}): Promise<{ child: ChildProcess; url: string; log: () => string }> {
+  const argv = [...(opts.via ?? []), process.execPath, BIN, 'server', ...args, '--json'];
+  const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let log = '';
+  child.stdout?.setEncoding('utf8').on('data', (c: string) => (out += c));
+  child.stderr?.setEncoding('utf8').on('data', (c: string) => (log += c));
   const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
     const timer = setTimeout(() => reject(new Error(`no start within 60 s: ${out}`)), 60_000);
-    child.stdout?.setEncoding('utf8').on('data', (c: string) => {
-      out += c;
+    child.stdout?.on('data', () => {
       const m = /"url":\s*"(https?:\/\/[^"]+)"/.exec(out);
       if (m?.[1] !== undefined) {
         clearTimeout(timer);
@@ -129,5 +133,5 @@ export async function spawnServer(args: string[], env: NodeJS.ProcessEnv): Promi
       reject(new Error(`the server exited (${String(code)}) before listening: ${out}`));
     });
   });
-  return { child, url };
+  return { child, url, log: () => log };
 }

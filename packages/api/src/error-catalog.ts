@@ -32,6 +32,7 @@ export const ERROR_CATALOG = {
   DESKTOP_RUNNING: { status: 409, message: 'The desktop is running.' },
   DESKTOP_NOT_RUNNING: { status: 409, message: 'The desktop is not running.' },
   DESKTOP_BUSY: { status: 409, message: 'The desktop is starting or stopping; retry when it settles.' },
+  DESKTOP_PAUSED: { status: 409, message: "A disk error paused the desktop's VM; start resumes it once the disk has room again, or stop it with force." },
   CHECKED_OUT: { status: 409, message: 'The desktop is checked out to a device.' },
   LEASE_STALE: { status: 409, message: 'The lease generation is stale.' },
   LEASE_BUSY: { status: 409, message: 'Another operation holds the lease; retry when it ends.' },
@@ -40,6 +41,8 @@ export const ERROR_CATALOG = {
   // --- remote console
   CONSOLE_LIMIT: { status: 429, message: 'Too many console sessions are open; close one and retry.' },
   // --- server side
+  // RFC 4918 §11.5 Insufficient Storage: not the caller's fault, and retrying at once does not help.
+  NO_SPACE: { status: 507, message: "The server's disk is full." },
   RUNTIME_FAILED: { status: 500, message: 'The desktop runtime failed.' },
   INTERNAL: { status: 500, message: 'Internal server error.' },
 } as const satisfies Record<string, { status: number; message: string }>;

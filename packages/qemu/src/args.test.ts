@@ -94,7 +94,7 @@ describe('buildQemuArgs disk chain', () => {
 
   it('attaches the top node to virtio-blk-pci id disk0', () => {
     const device = JSON.parse(args[args.indexOf('-device') + 1]!) as Record<string, unknown>;
-    assert.deepEqual(device, { driver: 'virtio-blk-pci', id: 'disk0', drive: 'overlay', 'write-cache': 'on', bootindex: 1 });
+    assert.deepEqual(device, { driver: 'virtio-blk-pci', id: 'disk0', drive: 'overlay', 'write-cache': 'on', werror: 'stop', rerror: 'stop', bootindex: 1 });
   });
 
   it('pins machine and CPU, and uses only UNIX sockets', () => {

@@ -88,6 +88,11 @@ export function buildQemuArgs(spec: VmSpec): string[] {
       id: spec.disk.deviceId ?? DEFAULT_DEVICE_ID,
       drive: top.nodeName,
       'write-cache': cache.writeCache,
+      // An I/O error pauses the VM (QMP RunState 'io-error', event BLOCK_IO_ERROR) rather than reaching the guest,
+      // whose filesystem would turn read-only or lose the write: a full disk, freed, resumes with nothing lost
+      // (on `cont` QEMU retries the failed requests). QEMU's default pauses on ENOSPC only (qdev BlockdevOnError).
+      werror: 'stop',
+      rerror: 'stop',
       bootindex: 1,
     }),
   );

@@ -5,7 +5,7 @@
 
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import type { ImageFormat } from '@roamdesk/api';
+import type { DesktopPause, ImageFormat } from '@roamdesk/api';
 
 /** Wall-clock time in ms since the epoch. Injected so tests can expire tokens and slide rate-limit windows. */
 export interface Clock {
@@ -135,6 +135,15 @@ export interface DesktopRuntime {
    * killed), so the recorded state can follow. Returns the unsubscribe function. Optional: fakes need not.
    */
   onExit?(listener: (desktopId: string, status: RuntimeStatus) => void): () => void;
+  /**
+   * Why a running VM is paused (a disk error: the disk's error policy pauses it; or a request), null when it runs
+   * on or does not run. Synchronous: from the VM's own events, so listing desktops asks no VM. Optional.
+   */
+  paused?(desktopId: string): DesktopPause | null;
+  /** Let a paused VM run again (QMP cont: QEMU retries the requests a disk error stopped). Optional. */
+  resume?(desktop: RuntimeDesktop): Promise<void>;
+  /** Tell `listener` when a VM pauses (`pause`) or runs again (null; `auto`: the runtime resumed it itself). */
+  onPause?(listener: (desktopId: string, pause: DesktopPause | null, info: { auto: boolean; freeBytes: number | null }) => void): () => void;
   /** Server shutdown: let go of the VMs (QMP connections, watchers) WITHOUT stopping them. Optional. */
   close?(): Promise<void>;
 }

@@ -21,6 +21,7 @@ import type { Clock, DesktopRuntime, Ids, ObjectStore, ObjectTransfer, PasswordH
 import { loadTlsCredentials, type TlsCredentials } from './http/tls.ts';
 import { defaultEngines } from './runtime/defaults.ts';
 import { type AdminSession, openAdminSession } from './services/admin-session.ts';
+import { followRuntimePauses } from './services/pauses.ts';
 import { followRuntimeExits, reconcileDesktops, type ReconcileChange } from './services/reconcile.ts';
 
 export interface StartOptions {
@@ -117,7 +118,18 @@ export async function startServer(input: unknown, options: StartOptions = {}): P
     const reconciled = await reconcileDesktops(createContext(deps));
     for (const c of reconciled) logger.warn(c, 'desktop state corrected at start');
     // From now on a VM that ends by itself (guest power-off, crash) moves its desktop to stopped/error.
-    unwatch = await followRuntimeExits(createContext(deps), (c) => logger.info(c, 'desktop VM ended'));
+    const unwatchExits = await followRuntimeExits(createContext(deps), (c) => logger.info(c, 'desktop VM ended'));
+    // A VM a disk error paused, and its resume: the operator is told what to do.
+    const unwatchPauses = followRuntimePauses(createContext(deps), (c) => {
+      if (c.paused === null) logger.info(c, c.auto ? 'desktop VM resumed by the server: its disk has room again' : 'desktop VM resumed');
+      else if (c.paused.reason === 'no-space') logger.error({ ...c, store: paths.store }, "desktop VM paused: the server's disk is full; free space there and it resumes by itself");
+      else if (c.paused.reason === 'disk-error') logger.error({ ...c, store: paths.store }, 'desktop VM paused: its disk reported an I/O error; fix the disk, then start the desktop to retry');
+      else logger.info(c, 'desktop VM paused');
+    });
+    unwatch = () => {
+      unwatchExits();
+      unwatchPauses();
+    };
 
     // An upload a device abandoned would hold its pieces on disk forever: swept now and every hour.
     const uploads = transfer;

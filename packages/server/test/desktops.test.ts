@@ -122,6 +122,43 @@ describe('desktops', () => {
     assert.equal(errorCode(await t.request('POST', '/api/v1/desktops/hana-1/restart', { token: hana })), 'DESKTOP_NOT_RUNNING');
   });
 
+  it('a VM a disk error paused: the API shows why; stop and restart are refused unless forced; start resumes it (or says there is no room)', async () => {
+    assert.equal((await t.createDesktop('hana-paused', 'hana', 'base')).statusCode, 201);
+    const start = await t.request('POST', '/api/v1/desktops/hana-paused/start', { token: hana });
+    const id = start.json<DesktopBody>().desktop.id;
+    const since = '2026-12-02T10:00:00.000Z';
+    t.runtime.pauses.set(id, { reason: 'no-space', since });
+    type Paused = { desktop: { state: string; paused?: { reason: string; since: string } } };
+    const shown = await t.request('GET', '/api/v1/desktops/hana-paused', { token: hana });
+    assert.deepEqual([shown.json<Paused>().desktop.state, shown.json<Paused>().desktop.paused], ['running', { reason: 'no-space', since }]);
+    const listed = (await t.request('GET', '/api/v1/desktops', { token: hana })).json<{ desktops: Array<{ name: string; paused?: unknown }> }>().desktops;
+    assert.deepEqual(listed.find((d) => d.name === 'hana-paused')?.paused, { reason: 'no-space', since });
+    assert.equal(listed.find((d) => d.name === 'hana-1')?.paused, undefined);
+    // A graceful stop would wait for a guest that cannot run, then lose its pending writes: refused, nothing changes.
+    const calls = t.runtime.calls.length;
+    for (const verb of ['stop', 'restart', 'stop?timeoutSeconds=30']) {
+      const refused = await t.request('POST', `/api/v1/desktops/hana-paused/${verb}`, { token: hana });
+      assert.equal(refused.statusCode, 409, `${verb}: ${refused.body}`);
+      assert.equal(errorCode(refused), 'DESKTOP_PAUSED');
+      assert.match(refused.json<{ error: { data: { hint: string } } }>().error.data.hint, /resumes by itself/);
+    }
+    assert.equal(t.runtime.calls.length, calls);
+    // Still no room: the runtime refuses the resume, the answer says so (507), the desktop stays running and paused.
+    t.runtime.failResume = new EngineError('NO_SPACE', 'the disk has 1.0 MB free');
+    const full = await t.request('POST', '/api/v1/desktops/hana-paused/start', { token: hana });
+    assert.equal(full.statusCode, 507, full.body);
+    assert.equal(errorCode(full), 'NO_SPACE');
+    t.runtime.failResume = undefined;
+    const resumed = await t.request('POST', '/api/v1/desktops/hana-paused/start', { token: hana });
+    assert.equal(resumed.statusCode, 200, resumed.body);
+    assert.deepEqual([resumed.json<Paused>().desktop.state, resumed.json<Paused>().desktop.paused], ['running', undefined]);
+    assert.deepEqual(t.runtime.calls.slice(-2), ['resume hana-paused', 'resume hana-paused']);
+    // Forced, a paused VM stops (a power cut for the guest): the way out of a disk that cannot be fixed.
+    t.runtime.pauses.set(id, { reason: 'disk-error', since });
+    const forced = await t.request('POST', '/api/v1/desktops/hana-paused/stop?force=true', { token: hana });
+    assert.equal(forced.json<Paused>().desktop.state, 'stopped', forced.body);
+  });
+
   it('two concurrent starts: exactly one wins', async () => {
     const [a, b] = await Promise.all([
       t.request('POST', '/api/v1/desktops/ivan-1/start', { token: ivan }),

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import type { ImageFormat } from '@roamdesk/api';
+import type { DesktopPause, ImageFormat } from '@roamdesk/api';
 import type { Clock, DesktopRuntime, Ids, ImportedLayer, ImportedObject, ObjectStore, RuntimeDesktop, RuntimeStatus } from '../src/ports.ts';
 
 export class FakeClock implements Clock {
@@ -125,6 +125,19 @@ export class FakeRuntime implements DesktopRuntime {
   reconcileReport: Map<string, RuntimeStatus> | undefined;
   /** Console (VNC) socket path per desktop id, set by tests; consoleSocket() reports it while running. */
   readonly consoleSockets = new Map<string, string>();
+  /** Pauses of running VMs, set by tests (a disk error); resume() ends one, unless `failResume` is set. */
+  readonly pauses = new Map<string, DesktopPause>();
+  failResume: Error | undefined;
+
+  paused(id: string): DesktopPause | null {
+    return this.running.has(id) ? (this.pauses.get(id) ?? null) : null;
+  }
+
+  async resume(d: RuntimeDesktop): Promise<void> {
+    this.calls.push(`resume ${d.name}`);
+    if (this.failResume !== undefined) throw this.failResume;
+    this.pauses.delete(d.id);
+  }
 
   async start(d: RuntimeDesktop): Promise<void> {
     this.calls.push(`start ${d.name}`);

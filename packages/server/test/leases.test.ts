@@ -108,7 +108,7 @@ describe('leases', { skip }, () => {
       if (name === 'base') imageId = id;
       else otherImageId = id;
     }
-    for (const name of ['desk', 'race', 'lost', 'fresh']) assert.equal((await t.createDesktop(name, 'alice', 'base')).statusCode, 201);
+    for (const name of ['desk', 'race', 'lost', 'fresh', 'stuck']) assert.equal((await t.createDesktop(name, 'alice', 'base')).statusCode, 201);
     laptop = await register(alice, 'laptop');
     tablet = await register(alice, 'tablet');
     bobDevice = await register(bob, 'bobs-pc');
@@ -317,6 +317,22 @@ describe('leases', { skip }, () => {
     const w = all.find((r) => r.statusCode === 201)!.json<CheckoutResponse>();
     const dev = [laptop, tablet, ...extra].find((x) => x.device.id === w.lease.deviceId)!;
     assert.equal((await post('/desktops/race/checkout/cancel', dev.credential, { generation: 4 })).statusCode, 200);
+  });
+
+  it('a desktop whose VM a full disk paused is not checked out (its pending writes would be lost): DESKTOP_PAUSED, nothing changes', async () => {
+    await startWithWrites('stuck');
+    const before = await row('stuck');
+    t.runtime.pauses.set(before.id, { reason: 'no-space', since: '2026-12-02T10:00:00.000Z' });
+    const r = await post('/desktops/stuck/checkout', laptop.credential);
+    assert.equal(r.statusCode, 409, r.body);
+    assert.equal(errorCode(r), 'DESKTOP_PAUSED');
+    assert.deepEqual(await row('stuck'), before);
+    assert.ok(t.runtime.running.has(before.id));
+    // Resumed (room again), the check-out goes ahead.
+    assert.equal((await post('/desktops/stuck/start', alice)).statusCode, 200);
+    const out = await checkout('stuck', laptop);
+    assert.equal(out.lease.generation, Number(before.lease_generation) + 1);
+    assert.equal((await post('/desktops/stuck/checkout/cancel', laptop.credential, { generation: out.lease.generation })).statusCode, 200);
   });
 
   it('replicate and check-in check the chain: an ancestor, another image, a layer not uploaded by the owner are refused; a compacted chain is accepted', async () => {

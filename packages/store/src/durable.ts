@@ -92,3 +92,8 @@ export async function freeSpace(dir: string): Promise<number | null> {
   const fs = await statfs(dir).catch(() => null);
   return fs === null ? null : fs.bavail * fs.bsize;
 }
+
+/** A byte count as the space messages say it: `12.3 MB` (decimal, as df -H). */
+export function formatMB(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(1)} MB`;
+}

@@ -12,7 +12,7 @@ import { type FileHandle, open } from 'node:fs/promises';
 import { checkImageHeader, checkUntrustedLayer } from '@roamdesk/qcow2';
 import type { QemuImg } from '@roamdesk/qemu';
 
-import { createTemp, discard, freeSpace } from './durable.ts';
+import { createTemp, discard, formatMB, freeSpace } from './durable.ts';
 import { HashMismatchError, ImportFailedError, NoSpaceError, ParentMissingError, StoreAbortedError, UnsupportedSourceError } from './errors.ts';
 import { copyAndHash, hashFile } from './hash-copy.ts';
 import { detectFormat, parseHeader, readLeadingBytes, readLeadingBytesOf } from './header-io.ts';
@@ -103,8 +103,7 @@ const SPACE_HINT = "free space on the store's disk (or move its data directory t
 async function ensureSpace(dir: string, bytes: number): Promise<void> {
   const free = await freeSpace(dir);
   if (free === null || bytes <= free) return;
-  const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
-  throw new NoSpaceError(`the object needs ${mb(bytes)} in ${dir}, which has ${mb(free)} free`, { path: dir, needed: bytes, free, hint: SPACE_HINT });
+  throw new NoSpaceError(`the object needs ${formatMB(bytes)} in ${dir}, which has ${formatMB(free)} free`, { path: dir, needed: bytes, free, hint: SPACE_HINT });
 }
 
 function throwIfAborted(signal: AbortSignal | undefined): void {

@@ -17,4 +17,4 @@ export { readHeader } from './header-io.ts';
 /** Whether a qcow2 file maps guest clusters of its own (its L1/L2 tables, read in TypeScript). */
 export { hasOwnClusters } from './allocation.ts';
 /** Free bytes in the file system holding a directory (statfs; null when it cannot tell). */
-export { freeSpace } from './durable.ts';
+export { formatMB, freeSpace } from './durable.ts';

@@ -14,7 +14,7 @@ import { writeSync } from 'node:fs';
 import { constants, type FileHandle, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
-import { freeSpace } from '@roamdesk/store';
+import { formatMB, freeSpace } from '@roamdesk/store';
 
 import { diskError, TransferError } from './errors.ts';
 import { forEachPiece } from './file-reader.ts';
@@ -377,9 +377,8 @@ async function ensureSpace(dir: string, m: Manifest, needed: number): Promise<vo
   // Unknown free space (statfs unsupported): the writes will tell.
   const free = await freeSpace(dir);
   if (free === null || needed <= free) return;
-  const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
-  throw new TransferError('XFER_ERR_NO_SPACE', `receiving ${m.kind} ${m.id.slice(0, 12)} needs ${mb(needed)} more in ${dir}, which has ${mb(free)} free`, {
+  throw new TransferError('XFER_ERR_NO_SPACE', `receiving ${m.kind} ${m.id.slice(0, 12)} needs ${formatMB(needed)} more in ${dir}, which has ${formatMB(free)} free`, {
     id: m.id, path: dir, needed, free,
-    hint: `free at least ${mb(needed - free)} in ${dir} (or move the data there to a larger disk), then run the same command again`,
+    hint: `free at least ${formatMB(needed - free)} in ${dir} (or move the data there to a larger disk), then run the same command again`,
   });
 }

@@ -29,7 +29,7 @@ async function main() {
   for (const d of desktops) {
     const tr = document.createElement('tr');
     const op = operations.find((/** @type {any} */ o) => o.desktop === d.name && o.state === 'running');
-    for (const text of [d.name, d.state, where(d), op === undefined ? '' : describeOperation(op)]) {
+    for (const text of [d.name, stateText(d), where(d), op === undefined ? '' : describeOperation(op)]) {
       const td = document.createElement('td');
       td.textContent = text; // textContent, never innerHTML: names come from the server but stay data
       tr.append(td);
@@ -44,6 +44,8 @@ async function main() {
         td.append(a);
       }
       if (d.state === 'stopped') td.append(action(d.name, 'Start', 'start'));
+      // A paused VM (a disk error): Start resumes it (the server also does, once a full disk has room again).
+      if (d.state === 'running' && d.paused !== undefined) td.append(action(d.name, 'Resume', 'start'));
       // From 'error' too: stopping is how a failed start is cleaned up.
       if (d.state === 'running' || d.state === 'error') {
         td.append(action(d.name, 'Shut down', 'stop'));
@@ -60,6 +62,14 @@ async function main() {
 }
 
 const ACTION_PATHS = { start: 'start', stop: 'stop', 'force-stop': 'stop?force=true' };
+
+/** The state column: a VM a disk error paused says so, and why. */
+function stateText(/** @type {any} */ d) {
+  if (d.paused === undefined) return d.state;
+  if (d.paused.reason === 'no-space') return "paused: the server's disk is full (it resumes once there is room)";
+  if (d.paused.reason === 'disk-error') return 'paused: its disk reported an I/O error';
+  return 'paused';
+}
 
 /**
  * A button that POSTs the action and then shows the new state. A stop waits for the guest to shut down (up to

@@ -21,6 +21,15 @@ export const Cpus = Type.Integer({ minimum: CPUS_MIN, maximum: CPUS_MAX });
 /** A kernel command line: one argv element for QEMU, so no shell quoting matters, but no control characters. */
 export const KernelAppend = Type.String({ maxLength: 4096, pattern: '^[^\\u0000-\\u001f\\u007f]*$' });
 
+/** Why a running desktop's VM is paused (its disk's error policy pauses it rather than fail the guest's write). */
+export const DesktopPause = Type.Object({
+  reason: Type.Union([Type.Literal('no-space'), Type.Literal('disk-error'), Type.Literal('paused')], {
+    description: "no-space: the server's disk is full (the server resumes it once there is room again); disk-error: another I/O error; paused: on request",
+  }),
+  since: Timestamp,
+});
+export type DesktopPause = Static<typeof DesktopPause>;
+
 export const Desktop = Type.Object({
   id: Uuid,
   name: Name,
@@ -32,6 +41,7 @@ export const Desktop = Type.Object({
   initrd: Type.Union([Type.String(), Type.Null()]),
   append: Type.Union([Type.String(), Type.Null()]),
   state: DesktopState,
+  paused: Type.Optional(DesktopPause),
   location: DesktopLocation,
   leaseGeneration: Type.Integer({ description: 'fencing token; bumped by every lease move' }),
   lease: Lease,

@@ -19,6 +19,8 @@ export const EVENT_ACTIONS = [
   'desktop.restart',
   'desktop.export',
   'desktop.reconcile',
+  'desktop.pause',
+  'desktop.resume',
   'desktop.console',
   'console.start',
   'console.end',

@@ -30,7 +30,7 @@ import { DeviceClock, systemTime, type ClockReading, type TimeSource } from './c
 import { DeviceError } from './errors.ts';
 import { checkGrant, verifyGrant, type GrantCheck } from './grant.ts';
 import { IdentityStore, type DeviceIdentity } from './identity.ts';
-import { localRunDir, localVm, removeRunDir, startLocalVm, stopLocalVm, withLocalQmp, DISK_DEVICE, type LocalVmInfo, type StartLocalOptions, type StopResult } from './local-vm.ts';
+import { localRunDir, localVm, localVmPause, refuseDiskPause, removeRunDir, resumeLocalVm, startLocalVm, stopLocalVm, withLocalQmp, DISK_DEVICE, type LocalVmInfo, type LocalVmPause, type StartLocalOptions, type StopResult } from './local-vm.ts';
 import { lockDesktop } from './lock.ts';
 import { quarantineDesktop, type QuarantineEntry } from './quarantine.ts';
 import { pendingLayers, RecordStore, sealedTop, type LocalDesktop } from './records.ts';
@@ -126,7 +126,8 @@ export interface CheckoutStatus extends LocalChainFiles {
   generation: number;
   lostReason: string | null;
   checkedOutAt: string;
-  vm: { running: boolean; pid: number | null; vncSocket: string | null; serialLog: string };
+  /** `paused`: why a running VM is paused (a full disk, a disk error, a request), and what to do; null when it runs on. */
+  vm: { running: boolean; pid: number | null; vncSocket: string | null; serialLog: string; paused: LocalVmPause | null };
   /** Sealed objects in the local chain (image included), how many of them the server holds, how many it lacks. */
   layerCounts: { local: number; onServer: number; pending: number };
   /** Unsent sealed layers plus the overlay's current size. */
@@ -175,6 +176,11 @@ export class DeviceAgent {
 
   get storeRoot(): string {
     return join(this.home, 'store');
+  }
+
+  /** Where the local chain's files live (objects and overlays: store/layout.ts), for space checks. */
+  get #objectsDir(): string {
+    return join(this.storeRoot, 'objects');
   }
 
   /**
@@ -543,7 +549,8 @@ export class DeviceAgent {
     return this.records.load(name);
   }
 
-  async start(name: string, opts: StartLocalOptions & { offline?: boolean } = {}): Promise<LocalVmInfo & { grant: GrantCheck | null; online: boolean }> {
+  /** Starts the local VM, or resumes it when a disk error (or a request) paused it (`resumed`: why it was paused). */
+  async start(name: string, opts: StartLocalOptions & { offline?: boolean } = {}): Promise<LocalVmInfo & { grant: GrantCheck | null; online: boolean; resumed?: LocalVmPause }> {
     let rec = await this.records.require(name);
     let online = false;
     if (opts.offline !== true) {
@@ -568,6 +575,18 @@ export class DeviceAgent {
         hint: 'connect to the server (any roamdesk command renews the grant while it is reachable)',
       });
     }
+    // Already running: a VM paused by a full disk (or by request) is resumed; one that runs on is an error.
+    const current = await localVm(this.home, rec.desktopId);
+    if (current.running) {
+      const pause = await localVmPause(name, current, this.#objectsDir);
+      if (pause === null) {
+        throw new DeviceError('DEVICE_ERR_VM_RUNNING', `the local VM of ${name} is already running (pid ${String(current.pid)})`, {
+          desktop: name, pid: current.pid, hint: `roamdesk console ${name} opens its screen`,
+        });
+      }
+      await resumeLocalVm(name, current, pause);
+      return { ...current, resumed: pause, grant, online };
+    }
     const sl = await this.#lockStore(`start ${name}`);
     let store: Store;
     try {
@@ -589,6 +608,7 @@ export class DeviceAgent {
 
   async stop(name: string, opts: { timeoutMs?: number; force?: boolean } = {}): Promise<StopResult> {
     const rec = await this.records.require(name);
+    if (opts.timeoutMs !== 0) await refuseDiskPause(name, await localVm(this.home, rec.desktopId), this.#objectsDir, 'stop it gracefully');
     const r = await stopLocalVm(this.home, rec.desktopId, opts);
     if (rec.state === 'lost') await this.#quarantineIfStopped(rec);
     return r;
@@ -720,6 +740,7 @@ export class DeviceAgent {
           desktop: name, pid: vm.pid, hint: `shut it down first, or let check-in do it: roamdesk checkin ${name} --stop`,
         });
       }
+      if (vm.running) await refuseDiskPause(name, vm, this.#objectsDir, 'check in');
       step('heartbeat');
       const hb = await this.heartbeat();
       if (!hb.online) throw new ClientError('CLIENT_ERR_UNREACHABLE', `cannot reach the server ${id.server}: ${hb.error ?? ''}`, { server: id.server, hint: 'check-in needs the server; the desktop stays checked out here' });
@@ -1083,7 +1104,7 @@ export class DeviceAgent {
     const written = overlay !== null && (vm.running || (await hasOwnClusters(overlay.path).catch(() => true)));
     const overlayBytes = written ? await stat(overlay.path).then((s) => s.size, () => 0) : 0;
     // Paths only: the store is not opened (a writer may be busy in it), and the record's ids are validated.
-    const objectPath = (id: string): string => join(this.storeRoot, 'objects', `${id}.qcow2`);
+    const objectPath = (id: string): string => join(this.#objectsDir, `${id}.qcow2`);
     const onServer = rec.chain.findIndex((o) => o.id === rec.replicatedTop) + 1;
     const id = await this.identity.load().catch(() => null);
     return {
@@ -1092,7 +1113,7 @@ export class DeviceAgent {
       image: objectPath(rec.chain[0]?.id ?? rec.replicatedTop),
       layers: rec.chain.slice(1).map((o) => objectPath(o.id)),
       overlay: rec.overlay?.path ?? null,
-      vm: { running: vm.running, pid: vm.pid, vncSocket: vm.running ? vm.paths.vnc : null, serialLog: vm.paths.serial },
+      vm: { running: vm.running, pid: vm.pid, vncSocket: vm.running ? vm.paths.vnc : null, serialLog: vm.paths.serial, paused: await localVmPause(name, vm, this.#objectsDir) },
       layerCounts: { local: rec.chain.length, onServer, pending: pending.length },
       bytesPendingUpload: pending.reduce((n, o) => n + o.size, 0) + overlayBytes,
       replicatedTop: rec.replicatedTop, replicatedAt: rec.replicatedAt, lastReplication: rec.lastReplication,

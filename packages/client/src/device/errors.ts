@@ -16,6 +16,10 @@ export const DEVICE_ERROR_CODES = [
   /** The local VM runs (and the command needs it stopped), or does not run (and it needs it running). */
   'DEVICE_ERR_VM_RUNNING',
   'DEVICE_ERR_VM_NOT_RUNNING',
+  /** The local VM is paused by a disk error (a full disk, EIO): a graceful stop cannot reach the guest. */
+  'DEVICE_ERR_VM_PAUSED',
+  /** Too little free space where the local store lives for what the command must write. */
+  'DEVICE_ERR_NO_SPACE',
   /** Another roamdesk process holds this desktop's lock (a replication or check-in in progress). */
   'DEVICE_ERR_BUSY',
   /** The chain downloaded or found locally is not what the server described. */

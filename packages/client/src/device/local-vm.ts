@@ -12,9 +12,9 @@ import { access, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { isUuid } from '@roamdesk/api/core';
-import { detectAccel, isQemuFor, isRunning, MAX_SOCKET_PATH_BYTES, readPidFile, readTail, runPaths, socketPathExcess, startVm, type DisplayKind, type VmConfig, type VmPaths } from '@roamdesk/qemu';
+import { detectAccel, isQemuFor, isRunning, MAX_SOCKET_PATH_BYTES, queryPause, readPidFile, RESUME_MIN_FREE_BYTES, readTail, runPaths, socketPathExcess, startVm, type DisplayKind, type VmConfig, type VmPause, type VmPaths } from '@roamdesk/qemu';
 import { QmpClient } from '@roamdesk/qmp';
-import type { Store } from '@roamdesk/store';
+import { formatMB, freeSpace, type Store } from '@roamdesk/store';
 
 import { DeviceError } from './errors.ts';
 import type { LocalDesktop } from './records.ts';
@@ -51,6 +51,72 @@ export async function localVm(home: string, desktopId: string): Promise<LocalVmI
   const pid = await readPidFile(paths.pid);
   if (pid !== null && (await isQemuFor(pid, paths.qmp))) return { running: true, pid, runDir, paths };
   return { running: false, pid: null, runDir, paths };
+}
+
+/** A pause of the running local VM, with the space left where its disk files are (the store's objects/). */
+export interface LocalVmPause extends VmPause {
+  dir: string;
+  /** null when the filesystem cannot say. */
+  freeBytes: number | null;
+  /** What to do, in words. */
+  hint: string;
+}
+
+/**
+ * Why the running local VM is paused (args.ts: a disk error pauses it), or null when it runs on. Null too when QMP
+ * does not answer within a few seconds (another command may hold it): status must not hang on a busy VM.
+ */
+export async function localVmPause(name: string, vm: LocalVmInfo, objectsDir: string): Promise<LocalVmPause | null> {
+  if (!vm.running) return null;
+  const qmp = await QmpClient.connect(vm.paths.qmp, { timeoutMs: 3000 }).catch(() => null);
+  if (qmp === null) return null;
+  let pause: VmPause | null;
+  try {
+    pause = await queryPause(qmp, { timeoutMs: 3000 }).catch(() => null);
+  } finally {
+    await qmp.close().catch(() => undefined);
+  }
+  if (pause === null) return null;
+  const freeBytes = await freeSpace(objectsDir);
+  const resume = `roamdesk start ${name}`;
+  const hint = pause.reason === 'no-space'
+    ? `the disk holding ${objectsDir} is full (${freeBytes === null ? 'free space unknown' : `${formatMB(freeBytes)} free`}): free at least ${formatMB(RESUME_MIN_FREE_BYTES)} there, then run ${resume}; the guest resumes where it stopped and its pending writes are kept`
+    : pause.reason === 'disk-error'
+      ? `the disk holding ${objectsDir} reported an I/O error (see the kernel log: dmesg); once it is fixed, ${resume} retries the write`
+      : `${resume} resumes it`;
+  return { ...pause, dir: objectsDir, freeBytes, hint };
+}
+
+/**
+ * `roamdesk start` on a paused local VM: resume it (QMP cont: QEMU retries the requests that failed). A full disk
+ * that is still full is refused, and nothing changes.
+ */
+export async function resumeLocalVm(name: string, vm: LocalVmInfo, pause: LocalVmPause): Promise<void> {
+  if (pause.reason === 'no-space' && pause.freeBytes !== null && pause.freeBytes < RESUME_MIN_FREE_BYTES) {
+    throw new DeviceError('DEVICE_ERR_NO_SPACE', `the local VM of ${name} stays paused: ${pause.dir} has ${formatMB(pause.freeBytes)} free, less than the ${formatMB(RESUME_MIN_FREE_BYTES)} it needs to go on`, {
+      desktop: name, dir: pause.dir, freeBytes: pause.freeBytes, neededBytes: RESUME_MIN_FREE_BYTES, hint: pause.hint,
+    });
+  }
+  const qmp = await QmpClient.connect(vm.paths.qmp, { timeoutMs: 10_000 });
+  try {
+    await qmp.execute('cont', undefined, { timeoutMs: 10_000 });
+  } finally {
+    await qmp.close().catch(() => undefined);
+  }
+}
+
+/**
+ * A graceful stop (and so a check-in) of a VM that a disk error paused is refused: the paused guest cannot see the
+ * power button, and the writes it is waiting on would be lost. Free the space and resume it first, or force the stop.
+ */
+export async function refuseDiskPause(name: string, vm: LocalVmInfo, objectsDir: string, action: string): Promise<void> {
+  const pause = await localVmPause(name, vm, objectsDir);
+  if (pause === null || pause.reason === 'paused') return;
+  const what = pause.reason === 'no-space' ? `its disk is full (${pause.dir})` : `its disk reported an I/O error (${pause.dir})`;
+  throw new DeviceError('DEVICE_ERR_VM_PAUSED', `cannot ${action}: the local VM of ${name} is paused because ${what}, and its last writes are waiting`, {
+    desktop: name, reason: pause.reason, dir: pause.dir, freeBytes: pause.freeBytes,
+    hint: `${pause.hint}; or power it off now, losing those writes as a power cut would: roamdesk stop ${name} --force`,
+  });
 }
 
 /** The serial console log of the last (or current) local VM. */
@@ -150,6 +216,10 @@ export async function stopLocalVm(home: string, desktopId: string, opts: { timeo
   let how: StopResult['how'] = 'powerdown';
   const qmp = await QmpClient.connect(vm.paths.qmp, { timeoutMs: 10_000 }).catch(() => null);
   try {
+    // A guest paused on request would not see the power button until it runs again.
+    if (opts.timeoutMs !== 0 && qmp !== null && (await queryPause(qmp).catch(() => null))?.reason === 'paused') {
+      await qmp.execute('cont', undefined, { timeoutMs: 5000 }).catch(() => undefined);
+    }
     await qmp?.execute('system_powerdown', undefined, { timeoutMs: 5000 }).catch(() => undefined);
     if (!(await waitGone(pid, opts.timeoutMs ?? 60_000))) {
       if (opts.force === false) {

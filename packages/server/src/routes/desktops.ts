@@ -7,6 +7,7 @@ import {
   type EventAction,
   DEFAULT_CPUS,
   DEFAULT_MEMORY_MIB,
+  type Desktop,
   DesktopListResponse,
   DesktopResponse,
   NameParams,
@@ -77,6 +78,7 @@ async function createDesktop(ctx: AppContext, body: CreateDesktopRequest): Promi
 }
 
 export const desktopRoutes: RoutePlugin = (ctx) => (app, _options, done) => {
+  const view = (d: DesktopView): Desktop => toApiDesktop(d, ctx.runtime.paused?.(d.id) ?? null);
   const tags = ['desktops'];
 
   app.post(
@@ -103,14 +105,14 @@ export const desktopRoutes: RoutePlugin = (ctx) => (app, _options, done) => {
     async (request) => {
       const caller = callerOf(request);
       const rows = await listDesktops(ctx.db, caller.role === 'admin' ? {} : { ownerId: caller.userId });
-      return { desktops: rows.map(toApiDesktop) };
+      return { desktops: rows.map(view) };
     },
   );
 
   app.get(
     '/desktops/:name',
     { schema: { tags, summary: 'One desktop', params: NameParams, response: { 200: DesktopResponse, ...errorResponses } } },
-    async (request) => ({ desktop: toApiDesktop(await visibleDesktop(ctx.db, callerOf(request), request.params.name)) }),
+    async (request) => ({ desktop: view(await visibleDesktop(ctx.db, callerOf(request), request.params.name)) }),
   );
 
   app.delete(
@@ -167,7 +169,7 @@ export const desktopRoutes: RoutePlugin = (ctx) => (app, _options, done) => {
           () => run(ctx, d, force ? { timeoutMs: 0 } : timeoutSeconds !== undefined ? { timeoutMs: timeoutSeconds * 1000 } : {}),
           (r) => ({ detail: { to: r.state } }),
         );
-        return { desktop: toApiDesktop(after) };
+        return { desktop: view(after) };
       },
     );
   }

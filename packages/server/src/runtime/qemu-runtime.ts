@@ -9,11 +9,11 @@ import { mkdir, open, readdir, rm, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import { isUuid } from '@roamdesk/api';
-import { attachVm, detectAccel, readTail, runPaths, startVm, type Accel, type VmConfig, type VmExit, type Vm } from '@roamdesk/qemu';
-import type { Overlay, Store } from '@roamdesk/store';
+import { isUuid, type DesktopPause } from '@roamdesk/api';
+import { attachVm, detectAccel, queryPause, readTail, RESUME_MIN_FREE_BYTES, runPaths, startVm, type Accel, type VmConfig, type VmExit, type Vm } from '@roamdesk/qemu';
+import { formatMB, freeSpace, type Overlay, type Store } from '@roamdesk/store';
 import type { DesktopRuntime, RuntimeDesktop, RuntimeStatus } from '../ports.ts';
-import { RuntimeDesktopRunningError, RuntimeOverlayMissingError } from './errors.ts';
+import { RuntimeDesktopRunningError, RuntimeError, RuntimeOverlayMissingError } from './errors.ts';
 import { exists } from './files.ts';
 import { findQemuProcesses, killOrphan } from './proc-scan.ts';
 
@@ -26,9 +26,18 @@ export interface QemuRuntimeOptions {
   /** QEMU start deadline. TCG on a busy host is slow to bring QMP up. */
   startTimeoutMs?: number;
   accel?: Accel;
+  /** How often a VM that a full disk paused checks for room to resume by itself. Default 5000 ms. */
+  autoResumePollMs?: number;
 }
 
 type ExitListener = (desktopId: string, status: RuntimeStatus) => void;
+type PauseListener = (desktopId: string, pause: DesktopPause | null, info: { auto: boolean; freeBytes: number | null }) => void;
+
+/**
+ * A VM a full disk paused resumes by itself once the store's disk has this much free: more than a manual resume
+ * needs, so a disk that hovers near full does not make the guest stop and go every few seconds.
+ */
+export const AUTO_RESUME_MIN_FREE_BYTES = 4 * RESUME_MIN_FREE_BYTES;
 
 /** What a VM's end means for its desktop: only a crash is an error worth showing. */
 export function statusOfExit(exit: VmExit): RuntimeStatus {
@@ -48,6 +57,12 @@ export class QemuRuntime implements DesktopRuntime {
   /** Desktops being stopped on request: their exit is not news for the listeners. */
   readonly #stopping = new Set<string>();
   readonly #listeners = new Set<ExitListener>();
+  /** VMs paused now (from their STOP/RESUME events), with the timer of a full disk's auto-resume. */
+  readonly #paused = new Map<string, { pause: DesktopPause; timer?: NodeJS.Timeout }>();
+  /** Desktops this runtime resumed by itself (so the RESUME that follows is reported as automatic). */
+  readonly #autoResumed = new Set<string>();
+  readonly #pauseListeners = new Set<PauseListener>();
+  readonly #autoResumePollMs: number;
   #closed = false;
 
   constructor(options: QemuRuntimeOptions) {
@@ -55,6 +70,7 @@ export class QemuRuntime implements DesktopRuntime {
     this.#vmsDir = resolve(options.vmsDir);
     this.#tmpDir = resolve(options.tmpDir);
     this.#startTimeoutMs = options.startTimeoutMs ?? 60_000;
+    this.#autoResumePollMs = options.autoResumePollMs ?? 5000;
     if (options.accel !== undefined) this.#accel = Promise.resolve(options.accel);
   }
 
@@ -73,7 +89,15 @@ export class QemuRuntime implements DesktopRuntime {
   #track(id: string, vm: Vm): void {
     this.#vms.set(id, vm);
     this.#lastExit.delete(id);
+    const off = vm.qmp.onEvent((e) => {
+      if (e.event === 'STOP' || e.event === 'RESUME') void this.#pauseChanged(id, vm);
+    });
+    // Adopted paused (a server restart while the disk was full): the events were before our time.
+    void this.#pauseChanged(id, vm);
     void vm.exited.then(async (exit) => {
+      off();
+      this.#clearPause(id);
+      this.#autoResumed.delete(id);
       if (this.#vms.get(id) !== vm) return;
       // Decided now, synchronously: stop() clears its mark once it has seen the exit too.
       const news = !this.#closed && !this.#stopping.has(id);
@@ -83,6 +107,70 @@ export class QemuRuntime implements DesktopRuntime {
       await vm.cleanup().catch(() => {}); // sockets/pidfile only; the serial log stays readable
       if (news) for (const l of this.#listeners) l(id, status);
     });
+  }
+
+  onPause(listener: PauseListener): () => void {
+    this.#pauseListeners.add(listener);
+    return () => this.#pauseListeners.delete(listener);
+  }
+
+  paused(desktopId: string): DesktopPause | null {
+    return this.#paused.get(desktopId)?.pause ?? null;
+  }
+
+  /**
+   * QMP cont. A VM a full disk paused is resumed only when the disk has room (RESUME_MIN_FREE_BYTES): else NO_SPACE
+   * and it stays paused. Resuming a VM that runs is not an error.
+   */
+  async resume(d: RuntimeDesktop): Promise<void> {
+    const vm = this.#live(d.id);
+    if (vm === undefined) return;
+    if (this.#paused.get(d.id)?.pause.reason === 'no-space') {
+      const free = await freeSpace(this.#store.objectsDir);
+      if (free !== null && free < RESUME_MIN_FREE_BYTES) {
+        throw new RuntimeError('NO_SPACE', `the disk holding ${this.#store.objectsDir} has ${formatMB(free)} free, less than the ${formatMB(RESUME_MIN_FREE_BYTES)} the desktop needs to go on`, {
+          path: this.#store.objectsDir, free, needed: RESUME_MIN_FREE_BYTES,
+          hint: `free space there; the server resumes the desktop by itself once ${formatMB(AUTO_RESUME_MIN_FREE_BYTES)} are free`,
+        });
+      }
+    }
+    await vm.qmp.execute('cont', undefined, { timeoutMs: 10_000 });
+  }
+
+  /** After a STOP or RESUME (or an adoption): ask the VM why it is paused, and tell the listeners what changed. */
+  async #pauseChanged(id: string, vm: Vm): Promise<void> {
+    const pause = await queryPause(vm.qmp).catch(() => null);
+    if (this.#vms.get(id) !== vm || vm.exit !== null) return;
+    const was = this.#paused.get(id);
+    if (pause === null) {
+      if (was === undefined) return;
+      this.#clearPause(id);
+      const auto = this.#autoResumed.delete(id);
+      for (const l of this.#pauseListeners) l(id, null, { auto, freeBytes: await freeSpace(this.#store.objectsDir) });
+      return;
+    }
+    if (was?.pause.reason === pause.reason) return;
+    this.#clearPause(id);
+    const entry: { pause: DesktopPause; timer?: NodeJS.Timeout } = { pause: { reason: pause.reason, since: new Date().toISOString() } };
+    if (pause.reason === 'no-space') entry.timer = setInterval(() => void this.#autoResume(id, vm), this.#autoResumePollMs).unref();
+    this.#paused.set(id, entry);
+    const freeBytes = await freeSpace(this.#store.objectsDir);
+    for (const l of this.#pauseListeners) l(id, entry.pause, { auto: false, freeBytes });
+  }
+
+  #clearPause(id: string): void {
+    clearInterval(this.#paused.get(id)?.timer);
+    this.#paused.delete(id);
+  }
+
+  /** A VM a full disk paused goes on by itself once there is room (the guest never saw an error: nothing is lost). */
+  async #autoResume(id: string, vm: Vm): Promise<void> {
+    if (this.#closed || this.#autoResumed.has(id) || this.#paused.get(id)?.pause.reason !== 'no-space') return;
+    const free = await freeSpace(this.#store.objectsDir);
+    if (free === null || free < AUTO_RESUME_MIN_FREE_BYTES) return;
+    this.#autoResumed.add(id);
+    // A failed cont (QMP gone: QEMU exiting) is retried at the next poll, if the VM is still there.
+    await vm.qmp.execute('cont', undefined, { timeoutMs: 10_000 }).catch(() => this.#autoResumed.delete(id));
   }
 
   onExit(listener: ExitListener): () => void {
@@ -229,6 +317,8 @@ export class QemuRuntime implements DesktopRuntime {
   async close(): Promise<void> {
     this.#closed = true;
     this.#listeners.clear();
+    this.#pauseListeners.clear();
+    for (const id of [...this.#paused.keys()]) this.#clearPause(id);
     for (const vm of this.#vms.values()) await vm.qmp.close().catch(() => {});
     this.#vms.clear();
   }

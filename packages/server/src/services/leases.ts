@@ -45,7 +45,7 @@ import { notFound } from '../errors.ts';
 import { visibleDesktop } from './access.ts';
 import { describeError } from './audit.ts';
 import { checkedOut } from './checked-out.ts';
-import { runtimeFailure } from './lifecycle.ts';
+import { refuseDiskPause, runtimeFailure } from './lifecycle.ts';
 import { readableObject } from './object-access.ts';
 import { absoluteOverlayPath, toRuntimeDesktop } from './paths.ts';
 
@@ -154,6 +154,7 @@ export class LeaseService {
       if (d.state === 'starting' || d.state === 'stopping') {
         throw new ApiError('DESKTOP_BUSY', `desktop "${d.name}" is ${d.state}; retry when it settles`, { state: d.state });
       }
+      refuseDiskPause(this.ctx, d, 'check out');
       const now = this.ctx.nowIso();
       const claimed = await moveLease(
         this.ctx.db,

@@ -60,7 +60,31 @@ async function ensureOverlay(ctx: Ctx, d: DesktopView): Promise<DesktopView> {
   return { ...d, overlay_path: rel };
 }
 
+/**
+ * A desktop whose VM a disk error paused cannot be stopped gracefully (the paused guest never sees the power
+ * button, and the writes it waits on would be lost when the timeout kills it): refused unless forced.
+ */
+export function refuseDiskPause(ctx: Pick<Ctx, 'runtime'>, d: DesktopView, verb: string): void {
+  const pause = ctx.runtime.paused?.(d.id) ?? null;
+  if (pause === null || pause.reason === 'paused') return;
+  throw new ApiError('DESKTOP_PAUSED', `cannot ${verb} desktop "${d.name}": its VM is paused because ${pause.reason === 'no-space' ? "the server's disk is full" : 'its disk reported an I/O error'}, and its last writes are waiting`, {
+    reason: pause.reason, since: pause.since,
+    hint: pause.reason === 'no-space'
+      ? 'free space on the server: the desktop resumes by itself (or start it to resume now); or stop it with force, losing those writes as a power cut would'
+      : 'fix the disk, then start the desktop to retry the write; or stop it with force, losing those writes as a power cut would',
+  });
+}
+
+/** Start a stopped desktop; a running one that is paused (a disk error, or a request) is resumed. */
 export async function startDesktop(ctx: Ctx, d: DesktopView): Promise<DesktopView> {
+  if (d.state === 'running' && d.location === 'server' && ctx.runtime.resume !== undefined && (ctx.runtime.paused?.(d.id) ?? null) !== null) {
+    try {
+      await ctx.runtime.resume(toRuntimeDesktop(ctx.paths, d));
+    } catch (err) {
+      throw runtimeFailure(err, d, 'resume');
+    }
+    return reload(ctx, d.id);
+  }
   await claim(ctx, d, ['stopped', 'error'], 'starting', 'start');
   try {
     d = await ensureOverlay(ctx, d);
@@ -80,6 +104,7 @@ export interface StopOptions {
 
 /** Graceful ACPI power-down, the VM killed after the timeout. */
 export async function stopDesktop(ctx: Ctx, d: DesktopView, opts: StopOptions = {}): Promise<DesktopView> {
+  if (opts.timeoutMs !== 0) refuseDiskPause(ctx, d, 'stop');
   // From 'error' too: a failed start may have left a process behind, and stop is how it is cleaned up.
   await claim(ctx, d, ['running', 'error'], 'stopping', 'stop');
   try {

@@ -17,6 +17,12 @@ export async function localStart(name: string, out: Output): Promise<boolean> {
   const agent = await checkedOutHere(name);
   if (agent === null) return false;
   const r = await agent.start(name);
+  if (r.resumed !== undefined) {
+    const why = r.resumed.reason === 'no-space' ? 'its disk was full' : r.resumed.reason === 'disk-error' ? 'its disk reported an I/O error' : 'it was paused on request';
+    out.result({ desktop: name, location: 'this-device', resumed: r.resumed, pid: r.pid, runDir: r.runDir, vncSocket: r.paths.vnc, serialLog: r.paths.serial, online: r.online, offlineLease: r.grant },
+      () => `Resumed ${name} on this device (pid ${String(r.pid)}): ${why}; the guest goes on where it stopped.`);
+    return true;
+  }
   const display = r.display ?? chooseDisplay();
   const headless = display === 'none';
   out.result({ desktop: name, location: 'this-device', display, pid: r.pid, runDir: r.runDir, vncSocket: r.paths.vnc, serialLog: r.paths.serial, online: r.online, offlineLease: r.grant }, () =>

@@ -4,7 +4,7 @@
 // this first and keeps its server-chain status for desktops that are not checked out here.
 
 import type { Lease } from '@roamdesk/api';
-import { type CheckoutStatus, type DeviceAgent, existingLocalStore, isOffline, LeaseApi, localObjectStatus } from '@roamdesk/client';
+import { type CheckoutStatus, type DeviceAgent, existingLocalStore, isOffline, LeaseApi, localObjectStatus, type LocalVmPause } from '@roamdesk/client';
 
 import { formatBytes, shortId } from '../../format.ts';
 import type { Output } from '../../output.ts';
@@ -38,6 +38,12 @@ function duration(seconds: number): string {
   return `${Math.floor(s / 86_400)} days`;
 }
 
+const PAUSE_WORDS: Record<LocalVmPause['reason'], string> = {
+  'no-space': 'no space left on its disk',
+  'disk-error': 'its disk reported an I/O error',
+  paused: 'paused on request',
+};
+
 export function checkoutText(s: CheckoutStatus, server: ServerView): string {
   const lines = [
     `Desktop ${s.desktop}: checked out to this device${s.device !== null ? ` (${s.device.name})` : ''} since ${shortTime(s.checkedOutAt)}, lease generation ${s.generation}, ${s.state}.`,
@@ -49,7 +55,8 @@ export function checkoutText(s: CheckoutStatus, server: ServerView): string {
   } else if (server.reachable === false) {
     lines.push('Server: unreachable (working offline).');
   }
-  lines.push(`Local VM: ${s.vm.running ? `running (pid ${String(s.vm.pid)})` : 'stopped'}.`);
+  const p = s.vm.paused;
+  lines.push(`Local VM: ${!s.vm.running ? 'stopped' : p === null ? `running (pid ${String(s.vm.pid)})` : `PAUSED (pid ${String(s.vm.pid)}): ${PAUSE_WORDS[p.reason]}; ${p.hint}`}.`);
   lines.push(`Layers: ${s.layerCounts.local} local, ${s.layerCounts.onServer} on the server, ${s.layerCounts.pending} sealed and not sent; ${formatBytes(s.bytesPendingUpload)} pending upload (with the overlay).`);
   lines.push(s.lastReplication !== null
     ? `Last replication: ${shortTime(s.lastReplication.at)} (top ${shortId(s.lastReplication.top)}, ${s.lastReplication.layers} layer(s), ${formatBytes(s.lastReplication.bytes)}).`
@@ -73,7 +80,7 @@ export async function localStatus(name: string | undefined, out: Output): Promis
     out.result({ checkouts: all, server }, () => all.length === 0 ? 'No desktop is checked out to this device (roamdesk status NAME shows a desktop on the server).' : formatTable(
       ['desktop', 'generation', 'state', 'vm', 'pending', 'last replication', 'offline lease until'],
       all.map((s) => [
-        s.desktop, String(s.generation), s.state, s.vm.running ? 'running' : 'stopped', formatBytes(s.bytesPendingUpload),
+        s.desktop, String(s.generation), s.state, !s.vm.running ? 'stopped' : s.vm.paused === null ? 'running' : `paused (${s.vm.paused.reason})`, formatBytes(s.bytesPendingUpload),
         s.lastReplication !== null ? shortTime(s.lastReplication.at) : 'never', s.offlineLease === null ? '-' : s.offlineLease.ok ? shortTime(s.offlineLease.expiresAt) : 'EXPIRED',
       ]),
     ));

@@ -20,8 +20,18 @@ export function desktopTable(desktops: readonly Desktop[]): string {
   if (desktops.length === 0) return 'No desktops.';
   return formatTable(
     ['name', 'state', 'location', 'owner', 'image', 'memory', 'cpus'],
-    desktops.map((d) => [d.name, d.state, d.location, d.owner, d.image, `${d.memoryMiB} MiB`, String(d.cpus)]),
+    desktops.map((d) => [d.name, d.paused === undefined ? d.state : `paused (${d.paused.reason})`, d.location, d.owner, d.image, `${d.memoryMiB} MiB`, String(d.cpus)]),
   );
+}
+
+/** `Desktop NAME is running.`, or why its VM is paused and what to do. */
+export function desktopStateText(d: Desktop): string {
+  const p = d.paused;
+  if (p === undefined) return `Desktop ${d.name} is ${d.state}.`;
+  const why = p.reason === 'no-space'
+    ? "the server's disk is full; it resumes by itself once there is room again"
+    : p.reason === 'disk-error' ? 'its disk reported an I/O error; once that is fixed, roamdesk start resumes it' : `paused on request; roamdesk start ${d.name} resumes it`;
+  return `Desktop ${d.name} is running but PAUSED since ${p.since}: ${why}.`;
 }
 
 export function registerDesktops(program: Command, ctx: CommandContext): void {
@@ -38,14 +48,14 @@ export function registerDesktops(program: Command, ctx: CommandContext): void {
 
   program
     .command('start')
-    .description('start a desktop (on this device when it is checked out here, else on the server)')
+    .description('start a desktop, or resume one a full disk paused (on this device when it is checked out here, else on the server)')
     .argument('<name>', 'desktop name')
     .action((name: string, _opts: unknown, cmd: Command) =>
       runRemote(ctx, cmd, async (remote, out) => {
         if (await localStart(name, out)) return;
         const { client } = await remote.connect();
         const desktop = await client.startDesktop(name);
-        out.result({ desktop }, () => `Desktop ${desktop.name} is ${desktop.state}.`);
+        out.result({ desktop }, () => desktopStateText(desktop));
       }),
     );
 
@@ -68,7 +78,7 @@ export function registerDesktops(program: Command, ctx: CommandContext): void {
         if (await localStop(name, out, stop)) return;
         const { client } = await remote.connect();
         const desktop = await client.stopDesktop(name, stop);
-        out.result({ desktop }, () => `Desktop ${desktop.name} is ${desktop.state}.`);
+        out.result({ desktop }, () => desktopStateText(desktop));
       }),
     );
 

@@ -1,4 +1,4 @@
-import type { Desktop, Lease } from '@roamdesk/api';
+import type { Desktop, DesktopPause, Lease } from '@roamdesk/api';
 import type { Kysely, Selectable, Updateable } from 'kysely';
 import type { Database, DesktopStateColumn, DesktopsTable, LeaseStateColumn } from '../schema.ts';
 
@@ -17,7 +17,8 @@ export function toApiLease(row: DesktopView): Lease {
   };
 }
 
-export function toApiDesktop(row: DesktopView): Desktop {
+/** `paused`: what the runtime says of a running VM (not stored: a pause lasts as long as the VM). */
+export function toApiDesktop(row: DesktopView, paused: DesktopPause | null = null): Desktop {
   return {
     id: row.id,
     name: row.name,
@@ -29,6 +30,7 @@ export function toApiDesktop(row: DesktopView): Desktop {
     initrd: row.initrd,
     append: row.append,
     state: row.state,
+    ...(paused !== null && row.state === 'running' ? { paused } : {}),
     location: row.location,
     leaseGeneration: Number(row.lease_generation),
     lease: toApiLease(row),

@@ -1,0 +1,127 @@
+/**
+ * The server's disk fills up under a running desktop (a real tmpfs as its data directory, in a mount namespace of
+ * the server's own: `unshare -rm`). The desktop's VM pauses instead of failing the guest's writes; the API shows
+ * why; a graceful stop and a resume without room are refused; once there is room again the server resumes the VM
+ * by itself, and the next boot verifies every generation the guest wrote. (The device side is in checkout.test.ts.)
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import type { Desktop, Event } from '@roamdesk/api';
+import { findGuest, guestAppend, parseGuestSerial } from '@roamdesk/cli';
+
+import { tempDir } from '../support/guest-vm.ts';
+import { killOurs, spawnServer, until } from '../support/server.ts';
+
+const MiB = 1024 * 1024;
+const ADMIN = 'admin-password-disk-full';
+
+describe("the server's disk fills up under a running desktop (a real tmpfs)", () => {
+  let tmp: Awaited<ReturnType<typeof tempDir>>;
+  let server: { child: ChildProcess; url: string; log: () => string } | undefined;
+  let token = '';
+  const data = (): string => join(tmp.dir, 'server');
+
+  async function call(method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+    const r = await fetch(`${server!.url}/api/v1${path}`, {
+      method, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    return { status: r.status, json: (await r.json()) as Record<string, unknown> };
+  }
+  const ok = async (method: string, path: string, body?: unknown): Promise<Record<string, unknown>> => {
+    const r = await call(method, path, body);
+    assert.ok(r.status < 300, `${method} ${path}: ${r.status} ${JSON.stringify(r.json)}`);
+    return r.json;
+  };
+  const desktop = async (): Promise<Desktop> => (await ok('GET', '/desktops/full')).desktop as Desktop;
+  /** A command inside the server's mount namespace (where the tmpfs is). */
+  const inNs = (args: string[]): string => {
+    const r = spawnSync('nsenter', ['-t', String(server!.child.pid), '-U', '-m', '--preserve-credentials', ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const serial = async (): Promise<string> => {
+    const r = await fetch(`${server!.url}/api/v1/desktops/full/log?tail=1000000`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(r.status, 200);
+    return r.text();
+  };
+  const writes = async (): Promise<number> => parseGuestSerial(await serial()).filter((e) => e.step === 'write').length;
+
+  before(async () => {
+    tmp = await tempDir('roamdesk-e2e-disk-full-');
+    await mkdir(data(), { recursive: true });
+    server = await spawnServer(['--data', data(), '--listen', '127.0.0.1:0', '--log-level', 'info'], { ROAMDESK_ADMIN_PASSWORD: ADMIN }, {
+      via: ['unshare', '-rm', 'sh', '-c', 'mount -t tmpfs -o size=512m tmpfs "$1" && shift && exec "$@"', 'sh', data()],
+    });
+    const r = await fetch(`${server.url}/api/v1/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'admin', password: ADMIN }) });
+    token = ((await r.json()) as { token: string }).token;
+    const guest = await findGuest();
+    await ok('POST', '/images', { name: 'guest', path: guest.disk, format: 'qcow2' });
+    await ok('POST', '/desktops', {
+      name: 'full', image: 'guest', owner: 'admin', memoryMiB: 256, cpus: 1, kernel: guest.vmlinuz, initrd: guest.initrd,
+      append: guestAppend(guest, 'stream', { genKib: 1024, intervalMs: 100 }),
+    });
+  });
+
+  after(async () => {
+    if (server !== undefined && server.child.exitCode === null && server.child.signalCode === null) {
+      const exited = once(server.child, 'exit');
+      server.child.kill('SIGTERM');
+      await exited;
+    }
+    // The server leaves VMs running by design: ours are killed by pid.
+    await killOurs(data());
+    await tmp.remove();
+  });
+
+  it('the VM pauses, the API says why, stop and a resume without room are refused, room resumes it by itself, and no write is lost', async () => {
+    await ok('POST', '/desktops/full/start');
+    await until('the first generation', async () => ((await writes()) >= 1 ? true : undefined), 120_000);
+    // Leave 3 MiB on the server's disk: the guest's 1 MiB generations fill it within a few writes.
+    const used = Number(inNs(['df', '-B1', '--output=used', data()]).split('\n')[1]);
+    inNs(['mount', '-o', `remount,size=${used + 3 * MiB}`, data()]);
+    const paused = await until('the VM to pause on the full disk', async () => {
+      const d = await desktop();
+      return d.paused !== undefined ? d : undefined;
+    }, 120_000);
+    assert.equal(paused.state, 'running');
+    assert.equal(paused.paused?.reason, 'no-space');
+    const before = await writes();
+    // A graceful stop cannot reach the paused guest and would lose its pending writes: refused, nothing changes.
+    const stop = await call('POST', '/desktops/full/stop');
+    assert.equal(stop.status, 409);
+    const stopErr = stop.json['error'] as { code: string; data: { hint: string } };
+    assert.equal(stopErr.code, 'DESKTOP_PAUSED');
+    assert.match(stopErr.data.hint, /free space on the server: the desktop resumes by itself/);
+    // Resuming while the disk is still full is refused too, and the VM stays paused.
+    const start = await call('POST', '/desktops/full/start');
+    assert.equal(start.status, 507, JSON.stringify(start.json));
+    assert.equal((start.json['error'] as { code: string }).code, 'NO_SPACE');
+    assert.equal((await desktop()).paused?.reason, 'no-space');
+    assert.equal(await writes(), before);
+    // Room again: the server resumes the VM by itself, and the guest writes on.
+    inNs(['mount', '-o', 'remount,size=512m', data()]);
+    await until('the server to resume the VM', async () => ((await desktop()).paused === undefined ? true : undefined), 60_000);
+    await until('two more generations after the resume', async () => ((await writes()) >= before + 2 ? true : undefined), 120_000);
+    // The operator's log says both; the event log (its database is on the same full disk) has the resume.
+    assert.match(server!.log(), /desktop VM paused: the server's disk is full/);
+    assert.match(server!.log(), /desktop VM resumed by the server/);
+    const events = (await ok('GET', '/events?desktop=full'))['events'] as Event[];
+    assert.equal(events.find((e) => e.action === 'desktop.resume')?.detail['auto'], true, JSON.stringify(events));
+    // A graceful stop now works; the next boot verifies every generation written across the pause.
+    assert.equal(((await ok('POST', '/desktops/full/stop'))['desktop'] as Desktop).state, 'stopped');
+    const written = await writes();
+    await ok('POST', '/desktops/full/start');
+    const verified = await until('the next boot to verify', async () => {
+      const v = parseGuestSerial(await serial()).find((e) => e.step === 'verified');
+      return v?.step === 'verified' ? v : undefined;
+    }, 120_000);
+    assert.deepEqual([verified.count, verified.ok], [written, true]);
+    await ok('POST', '/desktops/full/stop?force=true');
+  });
+});
