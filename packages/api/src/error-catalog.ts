@@ -60,6 +60,7 @@ export const ENGINE_CODE_STATUS: Readonly<Record<string, number>> = {
   // the caller's fault, and retrying at once does not help.
   XFER_ERR_NO_SPACE: 507,
   STORE_ERR_NO_SPACE: 507,
+  QEMU_ERR_IMG_NO_SPACE: 507,
   // The server's disk failed while receiving: the received bytes were discarded.
   XFER_ERR_DISK: 500,
 };

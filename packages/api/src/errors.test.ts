@@ -20,6 +20,9 @@ describe('error catalog', () => {
     assert.equal(statusForCode('XFER_ERR_NO_SPACE'), 507, "a full server disk is not the caller's fault");
     assert.equal(statusForCode('XFER_ERR_DISK'), 500);
     assert.equal(statusForCode('STORE_ERR_NO_SPACE'), 507);
+    assert.equal(statusForCode('QEMU_ERR_IMG_NO_SPACE'), 507);
+    assert.equal(statusForCode('NO_SPACE'), 507);
+    assert.equal(statusForCode('DESKTOP_PAUSED'), 409);
     assert.equal(statusForCode('XFER_ERR_PIECE_HASH'), 422);
   });
 

@@ -2,17 +2,17 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 
 import { isTransferError } from '../src/errors.ts';
-import { ObjectHasher, prewarmObjectHasher } from '../src/object-hasher.ts';
+import { ObjectHasher, objectHasherWorkers, prewarmObjectHasher } from '../src/object-hasher.ts';
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-describe('ObjectHasher (workers kept between objects)', () => {
+describe('ObjectHasher (a bounded pool of workers, kept between objects)', () => {
   let dir = '';
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'rd-hasher-'));
@@ -47,13 +47,30 @@ describe('ObjectHasher (workers kept between objects)', () => {
     assert.equal(await new ObjectHasher(join(dir, 'ok')).digest(ok.length), sha256(ok));
   });
 
-  it('a cancelled object ends its worker; the next object gets another', async () => {
+  it('a cancelled object is dropped; the worker goes on with the next', async () => {
     const bytes = randomBytes(8 * 1024 * 1024);
     await writeFile(join(dir, 'big'), bytes);
     const h = new ObjectHasher(join(dir, 'big'));
     h.advance(bytes.length);
     await h.cancel();
+    await assert.rejects(h.digest(bytes.length), (e: unknown) => isTransferError(e, 'XFER_ERR_OBJECT_HASH'));
     assert.equal(await new ObjectHasher(join(dir, 'big')).digest(bytes.length), sha256(bytes));
+  });
+
+  it('twenty objects at once share a few workers (never more than the cores), each digest its own', async () => {
+    const objects = await Promise.all(Array.from({ length: 20 }, async (_, i) => {
+      const bytes = randomBytes(1024 * 1024 + i * 4099);
+      const path = join(dir, `many-${i}`);
+      await writeFile(path, bytes);
+      return { bytes, h: new ObjectHasher(path) };
+    }));
+    const limit = Math.max(1, Math.min(4, availableParallelism()));
+    assert.ok(objectHasherWorkers() <= limit, `${objectHasherWorkers()} workers for 20 objects (at most ${limit})`);
+    // Interleaved: every object advances in two steps, in another order than it finishes.
+    for (const o of objects) o.h.advance(512 * 1024);
+    const digests = await Promise.all(objects.reverse().map((o) => o.h.digest(o.bytes.length)));
+    assert.deepEqual(digests, objects.map((o) => sha256(o.bytes)));
+    assert.ok(objectHasherWorkers() <= 2, 'idle workers beyond two end');
   });
 
   it('an idle worker does not keep a process alive', async () => {

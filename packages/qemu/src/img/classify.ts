@@ -19,12 +19,15 @@ export type Outcome =
   | { readonly kind: 'aborted' }
   | { readonly kind: 'limit'; readonly limit: QemuImgLimit }
   | { readonly kind: 'locked' }
+  | { readonly kind: 'no-space' }
   | { readonly kind: 'failed' };
 
 // glib aborts with "failed to allocate N bytes"; qemu_thread_create fails with EAGAIN under a small RLIMIT_AS.
 const OUT_OF_MEMORY_RE = /Cannot allocate memory|failed to allocate|Resource temporarily unavailable|out of memory/i;
 // block/file-posix.c raw_check_lock_bytes: 'Failed to get "write" lock' / 'Failed to get shared "write" lock'.
 const LOCKED_RE = /Failed to get (?:shared )?"[a-z ]+" lock/;
+// strerror(ENOSPC), as qemu-img reports a failed write ("error while writing at byte N: No space left on device").
+const NO_SPACE_RE = /No space left on device/;
 // util-linux prlimit exec failure: "prlimit: failed to execute X: No such file or directory", exit 127.
 const EXEC_FAILED_RE = /failed to execute .*No such file or directory/;
 
@@ -42,5 +45,6 @@ export function classify(f: Finished, okExitCodes: readonly number[]): Outcome {
     }
   }
   if (LOCKED_RE.test(f.stderr)) return { kind: 'locked' };
+  if (NO_SPACE_RE.test(f.stderr)) return { kind: 'no-space' };
   return { kind: 'failed' };
 }

@@ -5,7 +5,8 @@
  *   QemuImgError                      (abstract base; never thrown itself)
  *   ├── QemuImgMissingError           QEMU_ERR_IMG_MISSING   qemu-img (or prlimit) is not installed
  *   ├── QemuImgFailedError            QEMU_ERR_IMG_FAILED    non-zero exit that the command does not define as a result
- *   │   └── QemuImgLockedError        QEMU_ERR_IMG_LOCKED    the image is locked by another process (a running VM)
+ *   │   ├── QemuImgLockedError        QEMU_ERR_IMG_LOCKED    the image is locked by another process (a running VM)
+ *   │   └── QemuImgNoSpaceError       QEMU_ERR_IMG_NO_SPACE  the disk it writes to is full (ENOSPC)
  *   ├── QemuImgLimitError             QEMU_ERR_IMG_LIMIT     killed by a resource limit (address space, CPU) or the wall-clock timeout
  *   ├── QemuImgAbortedError           QEMU_ERR_IMG_ABORTED   the caller's AbortSignal fired
  *   ├── QemuImgOutputError            QEMU_ERR_IMG_BAD_OUTPUT qemu-img succeeded but its output did not parse
@@ -16,6 +17,7 @@ export type QemuImgErrorCode =
   | 'QEMU_ERR_IMG_MISSING'
   | 'QEMU_ERR_IMG_FAILED'
   | 'QEMU_ERR_IMG_LOCKED'
+  | 'QEMU_ERR_IMG_NO_SPACE'
   | 'QEMU_ERR_IMG_LIMIT'
   | 'QEMU_ERR_IMG_ABORTED'
   | 'QEMU_ERR_IMG_BAD_OUTPUT'
@@ -45,12 +47,17 @@ export class QemuImgMissingError extends QemuImgError {
 }
 
 export class QemuImgFailedError extends QemuImgError {
-  readonly code: 'QEMU_ERR_IMG_FAILED' | 'QEMU_ERR_IMG_LOCKED' = 'QEMU_ERR_IMG_FAILED';
+  readonly code: 'QEMU_ERR_IMG_FAILED' | 'QEMU_ERR_IMG_LOCKED' | 'QEMU_ERR_IMG_NO_SPACE' = 'QEMU_ERR_IMG_FAILED';
 }
 
 /** qemu-img could not take the image lock: a running VM (or another tool) has it open. See qemu-img(1), "-U". */
 export class QemuImgLockedError extends QemuImgFailedError {
   override readonly code = 'QEMU_ERR_IMG_LOCKED';
+}
+
+/** A write of qemu-img failed with ENOSPC: the disk it writes to is full. `data.hint` says what to do. */
+export class QemuImgNoSpaceError extends QemuImgFailedError {
+  override readonly code = 'QEMU_ERR_IMG_NO_SPACE';
 }
 
 /** Which limit ended the run. */

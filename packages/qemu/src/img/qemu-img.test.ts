@@ -2,14 +2,15 @@
 // failure paths that a real qemu-img cannot be made to take on demand (CPU limit, timeout).
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmod, mkdtemp, open, rm, truncate, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, rm, truncate, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import {
   QemuImgAbortedError, QemuImgFailedError, QemuImgInvalidArgumentError, QemuImgLimitError, QemuImgLockedError,
-  QemuImgMissingError,
+  QemuImgMissingError, QemuImgNoSpaceError,
 } from './errors.ts';
 import { QemuImg } from './qemu-img.ts';
 
@@ -143,6 +144,20 @@ describe('QemuImg against qemu-img', { skip: haveQemuImg ? false : 'qemu-img not
     await img.create(t, { size: 1 << 20 });
     await assert.rejects(img.info(t, { format: 'qcow2', limits: { addressSpaceBytes: 16 << 20, cpuSeconds: 5 } }),
       (e: unknown) => e instanceof QemuImgLimitError && e.code === 'QEMU_ERR_IMG_LIMIT' && e.limit === 'address-space');
+  });
+
+  it('a full disk is QEMU_ERR_IMG_NO_SPACE, saying what to do (a real 1 MiB tmpfs in a mount namespace of its own)', async () => {
+    const src = join(dir, 'random.raw');
+    await writeFile(src, randomBytes(4 << 20));
+    const small = join(dir, 'small');
+    await mkdir(small);
+    // qemu-img itself, in a mount namespace (unshare -rm) where `small` is a 1 MiB tmpfs.
+    const wrapper = join(dir, 'qemu-img-small-disk');
+    await writeFile(wrapper, `#!/bin/sh\nexec unshare -rm sh -c 'mount -t tmpfs -o size=1m tmpfs "$0" && exec qemu-img "$@"' '${small}' "$@"\n`);
+    await chmod(wrapper, 0o755);
+    await assert.rejects(new QemuImg({ binary: wrapper }).convert(src, join(small, 'out.qcow2'), { sourceFormat: 'raw' }), (e: unknown) =>
+      e instanceof QemuImgNoSpaceError && e.code === 'QEMU_ERR_IMG_NO_SPACE' && /disk it writes to is full/.test(e.message)
+      && /free space/.test(String(e.data['hint'])));
   });
 
   it('refuses bad arguments before running anything', async () => {

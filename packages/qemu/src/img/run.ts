@@ -11,6 +11,7 @@ import {
   QemuImgLimitError,
   QemuImgLockedError,
   QemuImgMissingError,
+  QemuImgNoSpaceError,
   QemuImgOutputError,
   type QemuImgErrorData,
 } from './errors.ts';
@@ -148,6 +149,11 @@ export function runQemuImg(spec: RunSpec): Promise<RunResult> {
         }
         case 'locked':
           reject(new QemuImgLockedError(`qemu-img ${sub}: the image is in use by another process: ${detail}`, d));
+          return;
+        case 'no-space':
+          reject(new QemuImgNoSpaceError(`qemu-img ${sub}: the disk it writes to is full: ${detail}`, {
+            ...d, hint: 'free space on the disk that holds the data directory (or move it to a larger disk), then run the same command again',
+          }));
           return;
         case 'failed': {
           const how = exitCode !== null ? `exit code ${exitCode}` : `signal ${signal ?? '?'}`;
