@@ -161,13 +161,14 @@ export class ObjectHasher {
   }
 
   /** Abandons the object: the worker closes its file after the read it may be in the middle of. */
-  async cancel(): Promise<void> {
-    if (this.#done && !this.#pw.jobs.has(this.#job)) return;
+  cancel(): Promise<void> {
+    if (this.#done && !this.#pw.jobs.has(this.#job)) return Promise.resolve();
     this.#done = true;
     this.#pw.worker.postMessage({ job: this.#job, cancel: true });
     const job = this.#pw.jobs.get(this.#job);
     this.#pw.jobs.delete(this.#job);
     job?.reject(new TransferError('XFER_ERR_OBJECT_HASH', 'cancelled'));
     settle(this.#pw);
+    return Promise.resolve();
   }
 }
