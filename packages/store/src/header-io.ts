@@ -1,22 +1,46 @@
 /** Reads and parses a qcow2 header from a file, in TypeScript, before any QEMU tool opens the file. */
 import { type FileHandle, open } from 'node:fs/promises';
 
-import { backingNameField, detectImageFormat, parseQcow2Header, QCOW2_MAX_HEADER_BYTES, type ImageFormat, type Qcow2Header } from '@roamdesk/qcow2';
+import { backingNameField, detectImageFormat, parseQcow2Header, QCOW2_MAX_HEADER_BYTES, Qcow2TruncatedError, type ImageFormat, type Qcow2Header } from '@roamdesk/qcow2';
 
 export interface LeadingBytes {
   readonly bytes: Uint8Array;
   readonly fileSize: number;
 }
 
+/** What a header with QEMU's default 64 KiB clusters needs (header, extensions, backing name): read at once. */
+const FIRST_READ_BYTES = 64 * 1024;
+
 /**
- * The first min(size, QCOW2_MAX_HEADER_BYTES) bytes: parseQcow2Header's documented sufficient amount (the
- * header, its extensions and the backing name all lie in the first cluster, at most 2 MiB).
+ * The leading bytes parseQcow2Header needs: the first 64 KiB, and more only when the header declares things beyond
+ * them (its first cluster may be up to 2 MiB: QCOW2_MAX_HEADER_BYTES, the documented sufficient amount). Not 2 MiB
+ * every time: memory touched for the first time is slow here (notes/performance.md), and a 2 MiB read cost 10–20 ms
+ * of every upload's completion.
  */
 export async function readLeadingBytes(fh: FileHandle): Promise<LeadingBytes> {
   const fileSize = (await fh.stat()).size;
-  const bytes = Buffer.alloc(Math.min(fileSize, QCOW2_MAX_HEADER_BYTES));
-  const got = await readAt(fh, bytes, 0);
-  return { bytes: bytes.subarray(0, got), fileSize };
+  const most = Math.min(fileSize, QCOW2_MAX_HEADER_BYTES);
+  let want = Math.min(most, FIRST_READ_BYTES);
+  for (;;) {
+    const bytes = Buffer.allocUnsafe(want);
+    const got = await readAt(fh, bytes, 0);
+    const lead = { bytes: bytes.subarray(0, got), fileSize };
+    if (got < want || want >= most) return lead;
+    const needed = bytesNeeded(lead);
+    if (needed <= got) return lead;
+    want = Math.min(most, Math.max(needed, 2 * want));
+  }
+}
+
+/** How many leading bytes the header parser asks for (Qcow2TruncatedError); 0 when these suffice or it is no qcow2. */
+function bytesNeeded(lead: LeadingBytes): number {
+  try {
+    parseHeader(lead);
+    return 0;
+  } catch (e) {
+    const needed = e instanceof Qcow2TruncatedError ? e.data['needed'] : 0;
+    return typeof needed === 'number' ? needed : 0;
+  }
 }
 
 /** Fills `buf` from `position` on; the bytes read, fewer than buf.length only where the file ends. */

@@ -65,17 +65,10 @@ interface Open {
   hasher: ObjectHasher | null;
 }
 
-/**
- * Uploads hashed while they arrive, at most: each hasher is a worker thread, and a caller must not be able to
- * make the server start one per upload it begins. Uploads beyond this are hashed by the store at complete.
- */
-const MAX_HASHERS = 4;
-
 export class UploadRegistry {
   readonly #open = new Map<string, Promise<Open>>();
   /** Receive buffers reused across requests (fresh memory is slow to touch on these VMs). */
   readonly #pools = new BufferPools();
-  #hashers = 0;
 
   constructor(private readonly store: Store) {}
 
@@ -306,13 +299,12 @@ export class UploadRegistry {
     return names.flatMap((name) => UPLOAD_DIR.exec(name)?.[1] ?? []);
   }
 
-  /** Lets the upload's hasher read on up to the verified prefix (starting one while fewer than MAX_HASHERS run). */
+  /**
+   * Lets the upload's hasher read on up to the verified prefix. Every upload gets one: hashers share a pool of at
+   * most a few worker threads (object-hasher.ts), so beginning many uploads cannot make the server start many.
+   */
   #hashAhead(o: Open): void {
-    if (o.hasher === null) {
-      if (this.#hashers >= MAX_HASHERS) return;
-      this.#hashers++;
-      o.hasher = new ObjectHasher(o.partial.path);
-    }
+    o.hasher ??= new ObjectHasher(o.partial.path);
     o.hasher.advance(o.partial.verifiedPrefixBytes);
   }
 
@@ -320,7 +312,6 @@ export class UploadRegistry {
     const h = o.hasher;
     if (h === null) return null;
     o.hasher = null;
-    this.#hashers--;
     return f(h);
   }
 
