@@ -206,6 +206,12 @@ describe('QemuImg failure paths with fake binaries', () => {
     await assert.rejects(img.convert('/a', '/b', { sourceFormat: 'raw', signal: AbortSignal.abort() }), QemuImgAbortedError);
   });
 
+  it('untrusted runs get one malloc arena (a bounded address space under the limit); trusted runs are left alone', async () => {
+    const img = new QemuImg({ binary: await fake('arenas', 'echo "arenas=${MALLOC_ARENA_MAX:-default}" >&2; exit 1') });
+    await assert.rejects(img.check('/x', { untrusted: true }), (e: unknown) => e instanceof QemuImgFailedError && /arenas=1\b/.test(e.data.stderrTail));
+    await assert.rejects(img.check('/x'), (e: unknown) => e instanceof QemuImgFailedError && /arenas=default/.test(e.data.stderrTail));
+  });
+
   it('exit 1 is QEMU_ERR_IMG_FAILED with a stderr tail; garbage JSON is QEMU_ERR_IMG_BAD_OUTPUT', async () => {
     const img = new QemuImg({ binary: await fake('fails', 'echo "qemu-img: Could not open: boom" >&2; exit 1') });
     await assert.rejects(img.check('/x'), (e: unknown) =>

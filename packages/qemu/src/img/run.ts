@@ -67,8 +67,11 @@ export function runQemuImg(spec: RunSpec): Promise<RunResult> {
 
     const child = spawn(command, argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      // Stable messages for classify(); qemu-img is not localised today, but its libraries may be.
-      env: { ...process.env, LC_ALL: 'C' },
+      // Stable messages for classify(); qemu-img is not localised today, but its libraries may be. Under the
+      // address-space limit, one malloc arena: glibc otherwise reserves 64 MiB of address space per arena, up to
+      // 8 per core (mallopt(3) M_ARENA_MAX), for qemu-img's I/O threads, and a loaded machine then fails sound
+      // images at random (qemu_thread_create: Resource temporarily unavailable, seen here under load).
+      env: { ...process.env, LC_ALL: 'C', ...(limited ? { MALLOC_ARENA_MAX: '1' } : {}) },
     });
     const stdoutChunks: string[] = [];
     let stdoutBytes = 0;

@@ -6,6 +6,7 @@ import { chooseDisplay, localSerialLog, type DeviceAgent } from '@roamdesk/clien
 
 import type { Output } from '../../output.ts';
 import { openAgent } from './common.ts';
+import { PAUSE_WORDS } from './status.ts';
 
 /** The agent, when `name` has a local check-out record here; null otherwise (the command goes to the server). */
 async function checkedOutHere(name: string): Promise<DeviceAgent | null> {
@@ -17,10 +18,10 @@ export async function localStart(name: string, out: Output): Promise<boolean> {
   const agent = await checkedOutHere(name);
   if (agent === null) return false;
   const r = await agent.start(name);
-  if (r.resumed !== undefined) {
-    const why = r.resumed.reason === 'no-space' ? 'its disk was full' : r.resumed.reason === 'disk-error' ? 'its disk reported an I/O error' : 'it was paused on request';
-    out.result({ desktop: name, location: 'this-device', resumed: r.resumed, pid: r.pid, runDir: r.runDir, vncSocket: r.paths.vnc, serialLog: r.paths.serial, online: r.online, offlineLease: r.grant },
-      () => `Resumed ${name} on this device (pid ${String(r.pid)}): ${why}; the guest goes on where it stopped.`);
+  const resumed = r.resumed;
+  if (resumed !== undefined) {
+    out.result({ desktop: name, location: 'this-device', resumed, pid: r.pid, runDir: r.runDir, vncSocket: r.paths.vnc, serialLog: r.paths.serial, online: r.online, offlineLease: r.grant },
+      () => `Resumed ${name} on this device (pid ${String(r.pid)}), paused before: ${PAUSE_WORDS[resumed.reason]}. The guest goes on where it stopped.`);
     return true;
   }
   const display = r.display ?? chooseDisplay();

@@ -38,7 +38,8 @@ function duration(seconds: number): string {
   return `${Math.floor(s / 86_400)} days`;
 }
 
-const PAUSE_WORDS: Record<LocalVmPause['reason'], string> = {
+/** Why a local VM is paused, in words (status, and start when it resumes one). */
+export const PAUSE_WORDS: Record<LocalVmPause['reason'], string> = {
   'no-space': 'no space left on its disk',
   'disk-error': 'its disk reported an I/O error',
   paused: 'paused on request',
