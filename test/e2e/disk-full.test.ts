@@ -108,11 +108,18 @@ describe("the server's disk fills up under a running desktop (a real tmpfs)", ()
     inNs(['mount', '-o', 'remount,size=512m', data()]);
     await until('the server to resume the VM', async () => ((await desktop()).paused === undefined ? true : undefined), 60_000);
     await until('two more generations after the resume', async () => ((await writes()) >= before + 2 ? true : undefined), 120_000);
-    // The operator's log says both; the event log (its database is on the same full disk) has the resume.
+    // The operator's log says both. The event log's database is on the same disk: the events it could not write
+    // while the disk was full were kept, and written once there was room, in order.
     assert.match(server!.log(), /desktop VM paused: the server's disk is full/);
+    assert.match(server!.log(), /could not write event; kept to be written with the next one/);
     assert.match(server!.log(), /desktop VM resumed by the server/);
-    const events = (await ok('GET', '/events?desktop=full'))['events'] as Event[];
-    assert.equal(events.find((e) => e.action === 'desktop.resume')?.detail['auto'], true, JSON.stringify(events));
+    const events = ((await ok('GET', '/events?desktop=full'))['events'] as Event[]).reverse();
+    const actions = events.map((e) => `${e.action}:${e.result}`);
+    const at = (a: string): number => actions.indexOf(a);
+    assert.ok(at('desktop.pause:ok') >= 0 && at('desktop.pause:ok') < at('desktop.stop:error') && at('desktop.stop:error') < at('desktop.start:error')
+      && at('desktop.start:error') < at('desktop.resume:ok'), actions.join(' '));
+    assert.equal(events.find((e) => e.action === 'desktop.pause')?.detail['reason'], 'no-space');
+    assert.equal(events.find((e) => e.action === 'desktop.resume')?.detail['auto'], true);
     // A graceful stop now works; the next boot verifies every generation written across the pause.
     assert.equal(((await ok('POST', '/desktops/full/stop'))['desktop'] as Desktop).state, 'stopped');
     const written = await writes();

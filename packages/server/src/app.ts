@@ -34,7 +34,22 @@ import { GrantSigner } from './services/grants.ts';
 
 export const API_VERSION = '0.1.0';
 
+/**
+ * One context per deps: the routes, the runtime's followers and the admin session share its event log writer (whose
+ * unwritten events wait in order: services/audit.ts), login limiter and chain compactor.
+ */
+const contexts = new WeakMap<AppDeps, AppContext>();
+
 export function createContext(deps: AppDeps): AppContext {
+  let ctx = contexts.get(deps);
+  if (ctx === undefined) {
+    ctx = newContext(deps);
+    contexts.set(deps, ctx);
+  }
+  return ctx;
+}
+
+function newContext(deps: AppDeps): AppContext {
   let dummy: Promise<string> | undefined;
   const paths = dataPaths(deps.config.dataDir);
   const audit = new Auditor(deps.db, deps.clock, deps.logger);

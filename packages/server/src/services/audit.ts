@@ -5,7 +5,7 @@ import { ApiError, type EventAction, statusForCode } from '@roamdesk/api';
 import type { Kysely } from 'kysely';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Caller } from '../auth/authenticate.ts';
-import { insertEvent } from '../db/repositories/events.ts';
+import { insertEvent, type NewEvent } from '../db/repositories/events.ts';
 import type { Database } from '../db/schema.ts';
 import type { Clock } from '../ports.ts';
 
@@ -33,7 +33,16 @@ export function describeError(err: unknown): { code: string; message: string } {
   return { code: 'INTERNAL', message: 'internal error' };
 }
 
+/** Events kept in memory while their rows cannot be written (the database's disk is full); the oldest go first. */
+const PENDING_MAX = 1000;
+
 export class Auditor {
+  /** Events not written yet, oldest first: written, in order, before the next event (or by flush()). */
+  readonly #pending: NewEvent[] = [];
+  #dropped = 0;
+  /** One writer at a time, so a kept event is never written twice. */
+  #writing: Promise<void> = Promise.resolve();
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly clock: Clock,
@@ -41,20 +50,46 @@ export class Auditor {
   ) {}
 
   async record(entry: AuditEntry, result: 'ok' | 'error', detail: Record<string, unknown>): Promise<void> {
-    try {
-      await insertEvent(this.db, {
-        at: new Date(this.clock.now()).toISOString(),
-        actorId: entry.actor?.userId ?? null,
-        actorName: entry.actor?.name ?? entry.actorName ?? null,
-        action: entry.action,
-        desktopId: entry.desktopId ?? null,
-        target: entry.target ?? null,
-        result,
-        detail,
-      });
-    } catch (err) {
-      // Losing an audit row must not turn a done action into a reported failure (or hide the real error).
-      this.logger.error({ err, action: entry.action }, 'could not write event');
+    this.#pending.push({
+      at: new Date(this.clock.now()).toISOString(),
+      actorId: entry.actor?.userId ?? null,
+      actorName: entry.actor?.name ?? entry.actorName ?? null,
+      action: entry.action,
+      desktopId: entry.desktopId ?? null,
+      target: entry.target ?? null,
+      result,
+      detail,
+    });
+    if (this.#pending.length > PENDING_MAX) {
+      this.#pending.shift();
+      this.#dropped++;
+    }
+    await this.flush();
+  }
+
+  /**
+   * Writes the events kept so far. Losing an audit row must not turn a done action into a reported failure (or hide
+   * the real error): a failed write is logged and the event kept for the next try, so a full disk under the
+   * database loses no event unless more than PENDING_MAX pile up.
+   */
+  flush(): Promise<void> {
+    this.#writing = this.#writing.then(() => this.#writePending());
+    return this.#writing;
+  }
+
+  async #writePending(): Promise<void> {
+    for (let e = this.#pending[0]; e !== undefined; e = this.#pending[0]) {
+      try {
+        await insertEvent(this.db, e);
+      } catch (err) {
+        this.logger.error({ err, action: e.action, pending: this.#pending.length }, 'could not write event; kept to be written with the next one');
+        return;
+      }
+      this.#pending.shift();
+    }
+    if (this.#dropped > 0) {
+      this.logger.error({ dropped: this.#dropped }, `events lost: more than ${PENDING_MAX} could not be written`);
+      this.#dropped = 0;
     }
   }
 
