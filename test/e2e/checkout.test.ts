@@ -686,6 +686,10 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
       const stopErr = stop.json['error'] as { code: string; data: { hint: string } };
       assert.equal(stopErr.code, 'DEVICE_ERR_VM_PAUSED', stop.stdout);
       assert.match(stopErr.data.hint, /roamdesk stop roomy --force/);
+      // A replication's live seal needs room for a new overlay: refused with the same explanation, nothing sent.
+      const rep = await runCli(dir, ['replicate', 'roomy'], { via });
+      assert.equal((rep.json['error'] as { code: string }).code, 'DEVICE_ERR_VM_PAUSED', rep.stdout + rep.stderr);
+      assert.equal((await lease('roomy')).replicatedAt, null);
       // Still full: start (resume) is refused, and the VM stays paused.
       const full = await runCli(dir, ['start', 'roomy'], { via });
       assert.equal((full.json['error'] as { code: string }).code, 'DEVICE_ERR_NO_SPACE', full.stdout + full.stderr);

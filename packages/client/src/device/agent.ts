@@ -670,7 +670,10 @@ export class DeviceAgent {
       if (rec.state !== 'checked-out') {
         throw new DeviceError('DEVICE_ERR_LEASE_STATE', `desktop ${name} is ${rec.state} here`, { desktop: name, hint: rec.state === 'checking-out' ? `finish the check-out: roamdesk checkout ${name}` : `finish the check-in: roamdesk checkin ${name}` });
       }
-      const running = (await localVm(this.home, rec.desktopId)).running;
+      const vm = await localVm(this.home, rec.desktopId);
+      const running = vm.running;
+      // A live seal writes a new overlay: on a disk so full that it paused the guest, say so rather than fail inside.
+      if (running) await refuseDiskPause(name, vm, this.#objectsDir, 'replicate', { only: 'no-space' });
       step('seal');
       let compacted = false;
       const sl = await this.#lockStore(`replicate ${name}`);

@@ -108,14 +108,16 @@ export async function resumeLocalVm(name: string, vm: LocalVmInfo, pause: LocalV
 /**
  * A graceful stop (and so a check-in) of a VM that a disk error paused is refused: the paused guest cannot see the
  * power button, and the writes it is waiting on would be lost. Free the space and resume it first, or force the stop.
+ * `only: 'no-space'`: refuse for a full disk only (a replication's live seal needs room for a new overlay).
  */
-export async function refuseDiskPause(name: string, vm: LocalVmInfo, objectsDir: string, action: string): Promise<void> {
+export async function refuseDiskPause(name: string, vm: LocalVmInfo, objectsDir: string, action: string, opts: { only?: 'no-space' } = {}): Promise<void> {
   const pause = await localVmPause(name, vm, objectsDir);
-  if (pause === null || pause.reason === 'paused') return;
+  if (pause === null || pause.reason === 'paused' || (opts.only !== undefined && pause.reason !== opts.only)) return;
   const what = pause.reason === 'no-space' ? `its disk is full (${pause.dir})` : `its disk reported an I/O error (${pause.dir})`;
+  // Only a stop (and a check-in, which stops) has the forced way out.
+  const force = opts.only === undefined ? `; or power it off now, losing those writes as a power cut would: roamdesk stop ${name} --force` : '';
   throw new DeviceError('DEVICE_ERR_VM_PAUSED', `cannot ${action}: the local VM of ${name} is paused because ${what}, and its last writes are waiting`, {
-    desktop: name, reason: pause.reason, dir: pause.dir, freeBytes: pause.freeBytes,
-    hint: `${pause.hint}; or power it off now, losing those writes as a power cut would: roamdesk stop ${name} --force`,
+    desktop: name, reason: pause.reason, dir: pause.dir, freeBytes: pause.freeBytes, hint: `${pause.hint}${force}`,
   });
 }
 
