@@ -21,6 +21,8 @@ export interface HashCopyOptions {
   readonly expectedBytes?: number;
   /** Sees every byte in order (a view, valid during the call): another digest made in the same read pass. */
   readonly onData?: ((data: Buffer) => void) | undefined;
+  /** false: read (for onData) without hashing; `sha256` is then ''. */
+  readonly hash?: boolean;
 }
 
 export interface HashCopyResult {
@@ -37,6 +39,7 @@ export async function copyAndHash(src: FileHandle, dst: FileHandle | null, opts:
   const total = opts.expectedBytes ?? (await src.stat()).size;
   const meter = new ProgressMeter(total, opts.onProgress);
   const hash = createHash('sha256');
+  const hashing = opts.hash !== false;
   const slots = Array.from({ length: IN_FLIGHT }, () => ({ buf: Buffer.allocUnsafe(CHUNK), write: Promise.resolve() }));
   const reads: Promise<number>[] = [];
   let nextReadPos = 0;
@@ -61,7 +64,7 @@ export async function copyAndHash(src: FileHandle, dst: FileHandle | null, opts:
       const slot = slots[i]!;
       if (n > 0) {
         const data = slot.buf.subarray(0, n);
-        hash.update(data);
+        if (hashing) hash.update(data);
         opts.onData?.(data);
         if (dst !== null) {
           const pos = done;
@@ -82,7 +85,7 @@ export async function copyAndHash(src: FileHandle, dst: FileHandle | null, opts:
   }
   await Promise.all(slots.map((s) => s.write));
   meter.update(done, true);
-  return { sha256: hash.digest('hex'), bytes: done };
+  return { sha256: hashing ? hash.digest('hex') : '', bytes: done };
 }
 
 /** SHA-256 of a file's bytes. */
@@ -90,6 +93,31 @@ export async function hashFile(path: string, opts: HashCopyOptions = {}): Promis
   const fh = await open(path, 'r');
   try {
     return await copyAndHash(fh, null, opts);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Hashes the file at `path` (`size` bytes) somewhere else, e.g. a worker thread; resolves with its SHA-256. */
+export type Sha256Offload = (path: string, size: number) => Promise<string>;
+
+/**
+ * A seal's read pass over a file nothing writes any more: its SHA-256, with `onData` seeing every byte. With
+ * `offload`, the SHA-256 is computed there, in parallel with this thread's pass for `onData` (a transfer manifest's
+ * BLAKE3): on a server sealing a 200 MB layer, 0.2 s of hashing leaves the event loop.
+ */
+export async function sealHash(path: string, opts: { onData?: ((data: Buffer) => void) | undefined; offload?: Sha256Offload | undefined }): Promise<HashCopyResult> {
+  const fh = await open(path, 'r');
+  try {
+    if (opts.offload === undefined) return await copyAndHash(fh, null, { onData: opts.onData });
+    const size = (await fh.stat()).size;
+    const digest = opts.offload(path, size);
+    digest.catch(() => undefined);
+    if (opts.onData !== undefined) {
+      const { bytes } = await copyAndHash(fh, null, { onData: opts.onData, hash: false });
+      if (bytes !== size) throw new Error(`${path} changed while it was sealed (${size} bytes, then ${bytes})`);
+    }
+    return { sha256: await digest, bytes: size };
   } finally {
     await fh.close();
   }

@@ -10,6 +10,7 @@ export type { AdoptExpectation, AdoptOptions } from './adopt.ts';
 export type { ExportOptions } from './export.ts';
 export type { LiveSealResult, LiveVm } from './seal-live.ts';
 export type { SealOptions } from './seal.ts';
+export type { Sha256Offload } from './hash-copy.ts';
 export type { VerifyOptions, VerifyProblem, VerifyProblemKind, VerifyReport } from './verify.ts';
 export * from './errors.ts';
 /** The qcow2 header of a file, parsed in TypeScript (no QEMU tool opens it). */

@@ -35,7 +35,7 @@ import type { QmpClient } from '@roamdesk/qmp';
 
 import { discard, fsyncDir, fsyncPath } from './durable.ts';
 import { ParentMissingError, SealFailedError, type SealStep } from './errors.ts';
-import { hashFile } from './hash-copy.ts';
+import { sealHash } from './hash-copy.ts';
 import type { SealOptions } from './seal.ts';
 import { readHeader } from './header-io.ts';
 import { newOverlayFileName, objectFileName } from './ids.ts';
@@ -130,7 +130,7 @@ export async function sealLive(ctx: Ctx, overlay: Overlay, vm: LiveVm, opts: { l
     const check = await ctx.img.check(oldPath, { noBacking: true, forceShare: true });
     if (check.status !== 'ok') throw new SealFailedError(`qemu-img check reports the old overlay ${check.status}`, { step: 'publish', report: check.report });
     await fsyncPath(oldPath);
-    const { sha256, bytes } = await hashFile(oldPath, { onData: opts.onData });
+    const { sha256, bytes } = await sealHash(oldPath, { onData: opts.onData, offload: opts.sha256Offload });
     const r = await publishObject(ctx.layout, oldPath, {
       id: sha256, kind: 'layer', parent: overlay.parent, size: bytes, virtualSize: Number(header.virtualSize),
     }, { keepSource: true });

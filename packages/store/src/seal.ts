@@ -12,7 +12,7 @@ import { QemuImgLockedError, type QemuImg } from '@roamdesk/qemu';
 
 import { discard, fsyncDir } from './durable.ts';
 import { OverlayInUseError, ParentMissingError, SealFailedError } from './errors.ts';
-import { copyAndHash } from './hash-copy.ts';
+import { sealHash, type Sha256Offload } from './hash-copy.ts';
 import { readHeader } from './header-io.ts';
 import { objectFileName } from './ids.ts';
 import type { Layout, Overlay } from './layout.ts';
@@ -42,6 +42,8 @@ export interface SealOptions {
    * builds its upload manifest in the same read pass instead of reading the layer again.
    */
   readonly onData?: (data: Buffer) => void;
+  /** Computes the layer's SHA-256 off this thread, in parallel with the pass for onData (hash-copy.ts sealHash). */
+  readonly sha256Offload?: Sha256Offload;
 }
 
 export async function seal(ctx: Ctx, overlay: Overlay, opts: SealOptions = {}): Promise<ObjectInfo> {
@@ -67,14 +69,12 @@ export async function seal(ctx: Ctx, overlay: Overlay, opts: SealOptions = {}): 
   }
 
   const fh = await open(path, 'r');
-  let sha256: string;
-  let bytes: number;
   try {
     await fh.sync();
-    ({ sha256, bytes } = await copyAndHash(fh, null, { onData: opts.onData }));
   } finally {
     await fh.close();
   }
+  const { sha256, bytes } = await sealHash(path, { onData: opts.onData, offload: opts.sha256Offload });
   const r = await publishObject(ctx.layout, path, {
     id: sha256, kind: 'layer', parent: overlay.parent, size: bytes, virtualSize: Number(header.virtualSize),
   });

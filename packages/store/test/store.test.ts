@@ -160,12 +160,23 @@ describe('Store', { skip: haveQemuImg && haveQemuIo ? false : 'qemu-img / qemu-i
     assert.equal((JSON.parse(mustSh('qemu-img', ['info', '-f', 'qcow2', '--output=json', out])) as Record<string, unknown>)['backing-filename'], undefined);
     assert.deepEqual((await readdir(join(dir, 'export'))), ['flat.qcow2']);
 
-    // Sealing an empty overlay twice gives the same layer (same bytes); the second overlay is dropped.
+    // Sealing an empty overlay twice gives the same layer (same bytes); the second overlay is dropped. The second
+    // seal hashes elsewhere (as a transfer's hashing worker does) while its own pass feeds onData: same id.
     const e1 = await store.createOverlay(layer.id);
     const e2 = await store.createOverlay(layer.id);
     const l1 = await store.seal(e1);
-    const l2 = await store.seal(e2);
+    let seen = 0;
+    const offloaded: string[] = [];
+    const l2 = await store.seal(e2, {
+      onData: (d) => (seen += d.length),
+      sha256Offload: async (path, size) => {
+        offloaded.push(path);
+        assert.equal((await stat(path)).size, size);
+        return sha256File(path);
+      },
+    });
     assert.equal(l1.id, l2.id);
+    assert.deepEqual([offloaded, seen], [[e2.path], l2.size]);
     await assert.rejects(stat(e2.path));
 
     await assert.rejects(store.remove(image.id), (e: unknown) => e instanceof ObjectInUseError && (e.data['dependents'] as string[]).includes(`${layer.id}.qcow2`));

@@ -19,7 +19,7 @@ import { basename, join } from 'node:path';
 
 import type { Device, LeaseResponse, OperationProgress, StoredObject } from '@roamdesk/api';
 import { QemuImg } from '@roamdesk/qemu';
-import { hasOwnClusters, readHeader, Store, type ObjectInfo } from '@roamdesk/store';
+import { hasOwnClusters, readHeader, Store, type ObjectInfo, type SealOptions } from '@roamdesk/store';
 import type { ManifestCache, TransferProgress, TransferReport } from '@roamdesk/transfer';
 
 import { ApiError, ClientError } from '../errors.ts';
@@ -906,7 +906,7 @@ export class DeviceAgent {
       }
       return;
     }
-    const layer = await this.#withManifest((onData) => store.seal(ov, { onData }), (l) => l);
+    const layer = await this.#withManifest((o) => store.seal(ov, o), (l) => l);
     rec.chain.push(describe(layer));
     rec.overlay = null;
     await this.records.save(rec);
@@ -920,7 +920,7 @@ export class DeviceAgent {
    * Seals with the layer's upload manifest built in the seal's own read pass (BLAKE3 per piece beside its
    * SHA-256), so the replicate or check-in that follows does not read the layer again.
    */
-  async #withManifest<T>(seal: (onData: (data: Buffer) => void) => Promise<T>, layerOf: (r: T) => ObjectInfo): Promise<T> {
+  async #withManifest<T>(seal: (opts: SealOptions) => Promise<T>, layerOf: (r: T) => ObjectInfo): Promise<T> {
     const { ManifestCache, sealWithManifest } = await import('@roamdesk/transfer');
     this.#manifests ??= new ManifestCache(null);
     return sealWithManifest(this.#manifests, seal, layerOf);
@@ -929,7 +929,7 @@ export class DeviceAgent {
   async #sealLive(rec: LocalDesktop, store: Store, qmp: Parameters<Store['sealLive']>[1]['qmp'], activeNode: string): Promise<void> {
     if (rec.overlay === null) throw new DeviceError('DEVICE_ERR_STATE_INVALID', `the record of ${rec.name} has no overlay while its VM runs`, {});
     const overlay = rec.overlay;
-    const r = await this.#withManifest((onData) => store.sealLive(overlay, { qmp, device: DISK_DEVICE, activeNode }, { label: 'local', onData }), (x) => x.layer);
+    const r = await this.#withManifest((o) => store.sealLive(overlay, { qmp, device: DISK_DEVICE, activeNode }, { label: 'local', ...o }), (x) => x.layer);
     rec.chain.push(describe(r.layer));
     rec.overlay = r.overlay;
     await this.records.save(rec);

@@ -13,7 +13,7 @@ export function storeAdapter(store: Store, manifests: ManifestCache | null = nul
     createOverlay: (parentId, options) => store.createOverlay(parentId, options),
     importDifference: (parentId, targetId) => store.importDifference(parentId, targetId),
     has: (id) => store.has(id),
-    seal: (overlay) => (manifests === null ? store.seal(overlay) : sealWithManifest(manifests, (onData) => store.seal(overlay, { onData }), (l) => l)),
+    seal: (overlay) => (manifests === null ? store.seal(overlay) : sealWithManifest(manifests, (o) => store.seal(overlay, o), (l) => l)),
     async remove(id) {
       try {
         await store.remove(id);
