@@ -3,7 +3,7 @@
 // shared by the ObjectStore port and the QEMU runtime over `<data>/vms`.
 
 import { Store } from '@roamdesk/store';
-import { ManifestCache } from '@roamdesk/transfer';
+import { ManifestCache, prewarmObjectHasher } from '@roamdesk/transfer';
 import type { DataPaths } from '../config.ts';
 import type { ObjectStore, ObjectTransfer } from '../ports.ts';
 import { QemuRuntime } from './qemu-runtime.ts';
@@ -24,6 +24,11 @@ export function defaultEngines(paths: DataPaths): DefaultEngines {
   return {
     store: async () => storeAdapter(await open(), manifests),
     runtime: async () => new QemuRuntime({ store: await open(), vmsDir: paths.vms, tmpDir: paths.uploads }),
-    transfer: async () => transferAdapter(await open(), manifests),
+    transfer: async () => {
+      // Uploads and seals hash in a worker: one is started with the server, not by the first request that needs it
+      // (60–130 ms here). Unref'd: it never keeps the process alive.
+      prewarmObjectHasher();
+      return transferAdapter(await open(), manifests);
+    },
   };
 }
