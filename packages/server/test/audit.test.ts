@@ -51,5 +51,10 @@ describe('Auditor', () => {
     assert.deepEqual(rows.map((r) => r.action), ['desktop.pause', 'desktop.stop', 'desktop.resume', 'desktop.start']);
     await audit.flush();
     assert.equal(rows.length, 4);
+    // An event no database could take (its detail is not JSON) is dropped at once, not kept to block the others.
+    await audit.record({ actor: null, action: 'desktop.start', target: 'a' }, 'ok', { n: 1n });
+    await audit.record({ actor: null, action: 'desktop.stop', target: 'a' }, 'ok', {});
+    assert.deepEqual(rows.map((r) => r.action).slice(4), ['desktop.stop']);
+    assert.match(errors.at(-1) ?? '', /not JSON/);
   });
 });

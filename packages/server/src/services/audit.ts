@@ -50,6 +50,13 @@ export class Auditor {
   ) {}
 
   async record(entry: AuditEntry, result: 'ok' | 'error', detail: Record<string, unknown>): Promise<void> {
+    // An event that can never be written (a detail JSON cannot hold) must not hold up the ones behind it.
+    try {
+      JSON.stringify(detail);
+    } catch (err) {
+      this.logger.error({ err, action: entry.action }, 'could not write event: its detail is not JSON');
+      return;
+    }
     this.#pending.push({
       at: new Date(this.clock.now()).toISOString(),
       actorId: entry.actor?.userId ?? null,
