@@ -21,7 +21,7 @@ import { Store } from '@roamdesk/store';
 import { TransferError, uploadObjects } from '@roamdesk/transfer';
 import WebSocket from 'ws';
 
-import { BIN, cli, runCli } from '../support/cli.ts';
+import { BIN, cli, inNamespaceOf, runCli } from '../support/cli.ts';
 import { cycleBoot, tempDir } from '../support/guest-vm.ts';
 import { throttle } from '../support/throttle.ts';
 import { api, boot, createDesktop, killOurs, login, ourQemus, serial, state, until } from '../support/server.ts';
@@ -651,7 +651,7 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     // The store on a tmpfs in a mount namespace of our own (unshare -rm), held open by a bounded sleep; every CLI
     // call of this test enters it (nsenter), and so does the local QEMU they start.
     const holder = spawn('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs -o size=256m tmpfs "$1" && echo mounted && exec sleep 600', 'sh', storeDir], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const via = ['nsenter', '-t', String(holder.pid), '-U', '-m', '--preserve-credentials'];
+    const via = inNamespaceOf(holder.pid);
     const inNs = (args: string[]): string => sh(via[0]!, [...via.slice(1), ...args]);
     try {
       await new Promise<void>((resolve, reject) => {

@@ -14,6 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import type { Desktop, Event } from '@roamdesk/api';
 import { findGuest, guestAppend, parseGuestSerial } from '@roamdesk/cli';
 
+import { inNamespaceOf } from '../support/cli.ts';
 import { tempDir } from '../support/guest-vm.ts';
 import { killOurs, spawnServer, until } from '../support/server.ts';
 
@@ -41,7 +42,8 @@ describe("the server's disk fills up under a running desktop (a real tmpfs)", ()
   const desktop = async (): Promise<Desktop> => (await ok('GET', '/desktops/full')).desktop as Desktop;
   /** A command inside the server's mount namespace (where the tmpfs is). */
   const inNs = (args: string[]): string => {
-    const r = spawnSync('nsenter', ['-t', String(server!.child.pid), '-U', '-m', '--preserve-credentials', ...args], { encoding: 'utf8' });
+    const [cmd, ...prefix] = inNamespaceOf(server!.child.pid);
+    const r = spawnSync(cmd!, [...prefix, ...args], { encoding: 'utf8' });
     assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
     return r.stdout;
   };

@@ -4,6 +4,11 @@ import { spawn } from 'node:child_process';
 
 export const BIN = new URL('../../packages/cli/bin/roamdesk.js', import.meta.url).pathname;
 
+/** The command prefix that enters the user and mount namespaces of process `pid` (a test's own, from `unshare -rm`). */
+export function inNamespaceOf(pid: number | undefined): string[] {
+  return ['nsenter', '-t', String(pid), '-U', '-m', '--preserve-credentials'];
+}
+
 export interface CliRun {
   code: number | null;
   stdout: string;

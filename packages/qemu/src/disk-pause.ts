@@ -1,6 +1,6 @@
 /**
  * Why a VM is paused, from what QMP says: the disk's error policy (args.ts: werror/rerror 'stop') pauses the VM
- * on an I/O error instead of failing the guest's request. Pure; the node adapter asks QMP (node/disk-pause.ts).
+ * on an I/O error instead of failing the guest's request. Pure; the node adapter asks QMP (node/query-pause.ts).
  */
 import type { QmpBlockInfo, QmpStatusInfo } from '@roamdesk/qmp';
 

@@ -17,5 +17,5 @@ export * from './errors.ts';
 export { readHeader } from './header-io.ts';
 /** Whether a qcow2 file maps guest clusters of its own (its L1/L2 tables, read in TypeScript). */
 export { hasOwnClusters } from './allocation.ts';
-/** Free bytes in the file system holding a directory (statfs; null when it cannot tell). */
+/** Free bytes in the file system holding a directory (statfs; null when it cannot tell), and how messages write them. */
 export { formatMB, freeSpace } from './durable.ts';

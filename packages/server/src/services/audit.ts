@@ -51,8 +51,9 @@ export class Auditor {
 
   async record(entry: AuditEntry, result: 'ok' | 'error', detail: Record<string, unknown>): Promise<void> {
     // An event that can never be written (a detail JSON cannot hold) must not hold up the ones behind it.
+    let detailJson: string;
     try {
-      JSON.stringify(detail);
+      detailJson = JSON.stringify(detail);
     } catch (err) {
       this.logger.error({ err, action: entry.action }, 'could not write event: its detail is not JSON');
       return;
@@ -65,7 +66,7 @@ export class Auditor {
       desktopId: entry.desktopId ?? null,
       target: entry.target ?? null,
       result,
-      detail,
+      detailJson,
     });
     if (this.#pending.length > PENDING_MAX) {
       this.#pending.shift();

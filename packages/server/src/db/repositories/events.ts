@@ -12,7 +12,8 @@ export interface NewEvent {
   desktopId: string | null;
   target: string | null;
   result: EventResult;
-  detail: Readonly<Record<string, unknown>>;
+  /** The detail object, serialized. */
+  detailJson: string;
 }
 
 export async function insertEvent(db: Kysely<Database>, e: NewEvent): Promise<void> {
@@ -26,7 +27,7 @@ export async function insertEvent(db: Kysely<Database>, e: NewEvent): Promise<vo
       desktop_id: e.desktopId,
       target: e.target,
       result: e.result,
-      detail: JSON.stringify(e.detail),
+      detail: e.detailJson,
     })
     .execute();
 }
