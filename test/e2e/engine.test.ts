@@ -63,13 +63,19 @@ describe('engine with the real guest', () => {
       const { store, image } = await storeWithGuestImage(t.dir);
       const overlay = await store.createOverlay(image.id);
       const vm = await bootGuest(store, overlay, join(t.dir, 'vm'), { workload: 'stream', genKib: 256, intervalMs: 300 });
+      let first;
       let sealed;
       let loggedBeforeSeal: number[];
       let loggedAll: number[];
       try {
         await vm.waitForSerial(/ROAMDESK write gen=2 /, { timeoutMs: 90_000 });
         loggedBeforeSeal = writtenGens(await vm.readSerial());
-        sealed = await store.sealLive(overlay, { qmp: vm.qmp, device: 'disk0', activeNode: vm.activeNode });
+        // Twice while it runs (as scheduled replication does): the second seal makes QEMU reopen the whole chain.
+        first = await store.sealLive(overlay, { qmp: vm.qmp, device: 'disk0', activeNode: vm.activeNode });
+        vm.activeNode = first.activeNode;
+        await vm.waitForSerial(new RegExp(`ROAMDESK write gen=${Math.max(...writtenGens(await vm.readSerial())) + 1} `), { timeoutMs: 60_000 });
+        loggedBeforeSeal = writtenGens(await vm.readSerial());
+        sealed = await store.sealLive(first.overlay, { qmp: vm.qmp, device: 'disk0', activeNode: vm.activeNode });
         vm.activeNode = sealed.activeNode;
         const last = Math.max(...(writtenGens(await vm.readSerial())));
         await vm.waitForSerial(new RegExp(`ROAMDESK write gen=${last + 2} `), { timeoutMs: 60_000 });
@@ -87,6 +93,10 @@ describe('engine with the real guest', () => {
       } finally {
         await stopVm(vm);
       }
+      // The old overlay names stayed while the VM ran (QEMU reopened them); now they go.
+      assert.equal(await store.removeRetired(first.retired), true);
+      assert.equal(await store.removeRetired(sealed.retired), true);
+      assert.equal((await store.verify()).ok, true);
       assert.ok(loggedBeforeSeal.length >= 3);
       assert.ok(loggedAll.length > loggedBeforeSeal.length);
 

@@ -109,7 +109,7 @@ export class ImportFailedError extends StoreError {
   readonly code = 'STORE_ERR_IMPORT_FAILED';
 }
 
-export type SealStep = 'precondition' | 'check' | 'create-overlay' | 'blockdev-add' | 'blockdev-snapshot' | 'publish' | 'change-backing-file';
+export type SealStep = 'precondition' | 'check' | 'create-overlay' | 'blockdev-add' | 'blockdev-snapshot' | 'publish' | 'change-backing-file' | 'retire';
 
 export class SealFailedError extends StoreError {
   readonly code = 'STORE_ERR_SEAL_FAILED';

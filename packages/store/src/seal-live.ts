@@ -10,7 +10,10 @@
  *     node and reopens it read-only (its fd becomes O_RDONLY; qemu-img can then open it without -U).
  *  4. Hash the old overlay and publish it as `<hash>.qcow2` by link(2), KEEPING the old name.
  *  5. QMP change-backing-file: <new>'s header now names `<hash>.qcow2`.
- *  6. Unlink the old overlay name; fsync objects/.
+ *  The old overlay name stays, a second link to the layer (`retired` in the result), until the VM has stopped:
+ *  QEMU keeps the old node open under that file name and opens it again by name when a later blockdev-snapshot
+ *  reopens the chain read-only (QEMU 7.2 file-posix reopen). Without it the NEXT live seal of the same VM fails
+ *  ("Could not open '…overlay-….qcow2'"). `Store.removeRetired` removes it once the VM is gone.
  *
  * Crash safety (what a restart finds):
  *  - during 1–2: an unused new overlay file (verify() lists it; nothing references it). The VM runs on as before.
@@ -19,15 +22,16 @@
  *    (query-block) is the truth, and sealing <old> offline later is safe (it is now read-only for QEMU).
  *  - after 4, before 5: the layer exists, and the old name still exists (same inode), so <new>'s header still
  *    resolves. This is why the old name is kept until 5 succeeded.
- *  - after 5, before 6: the old name is a redundant extra link to the layer; verify() reports it as a stale link.
- *  If step 5 fails, the old name stays (and the result says so): <new>'s header still names it.
+ *  - after 5: the old name is a redundant extra link to the layer (verify() reports it as a stale link until
+ *    the caller removes it). If step 5 fails, <new>'s header still names it: it must stay.
  *
  * QEMU 7.2 detail: change-backing-file's `device` must be the ROOT NODE NAME of the device's tree (now <new>),
  * not the qdev id: blockdev-attached devices have an anonymous BlockBackend, and the lookup is by backend name or
  * node name only. `vm.device` (the qdev id) is used to verify, via query-block, that `activeNode` really is the
  * device's top node before anything is changed.
  */
-import { basename, join } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 
 import { checkUntrustedLayer } from '@roamdesk/qcow2';
 import { type QemuImg, WRITABLE_NODE_OPTIONS } from '@roamdesk/qemu';
@@ -38,7 +42,7 @@ import { ParentMissingError, SealFailedError, type SealStep } from './errors.ts'
 import { sealHash } from './hash-copy.ts';
 import type { SealOptions } from './seal.ts';
 import { readHeader } from './header-io.ts';
-import { newOverlayFileName, objectFileName } from './ids.ts';
+import { isOverlayFileName, newOverlayFileName, objectFileName } from './ids.ts';
 import type { Layout, Overlay } from './layout.ts';
 import { publishObject } from './publish.ts';
 import type { ObjectInfo } from './sidecar.ts';
@@ -63,6 +67,8 @@ export interface LiveSealResult {
   readonly overlay: Overlay;
   /** Node name of the new overlay in the VM. */
   readonly activeNode: string;
+  /** The old overlay's path, now a second link to the layer: the running VM may reopen it by name. Remove it with `Store.removeRetired` once the VM has stopped. */
+  readonly retired: string;
 }
 
 async function step<T>(name: SealStep, work: () => Promise<T>): Promise<T> {
@@ -142,9 +148,24 @@ export async function sealLive(ctx: Ctx, overlay: Overlay, vm: LiveVm, opts: { l
     device: newNode, 'image-node-name': newNode, 'backing-file': objectFileName(layer.id),
   }));
   await fsyncPath(newPath);
+  return { layer, overlay: { path: newPath, parent: layer.id }, activeNode: newNode, retired: oldPath };
+}
 
-  // 6. The old name is now unreferenced.
-  await discard(oldPath);
-  await fsyncDir(ctx.layout.objectsDir);
-  return { layer, overlay: { path: newPath, parent: layer.id }, activeNode: newNode };
+/**
+ * Remove a live seal's `retired` name once no VM has it open. Only an overlay-named file in objects/ that is a
+ * second link (a published layer holds the other) is removed: never a writable overlay's only name.
+ */
+export async function removeRetired(layout: Layout, path: string): Promise<boolean> {
+  if (dirname(path) !== layout.objectsDir || !isOverlayFileName(basename(path))) {
+    throw new SealFailedError(`${path} is not a retired overlay name in ${layout.objectsDir}`, { step: 'retire', path });
+  }
+  const st = await stat(path).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return null;
+    throw e;
+  });
+  if (st === null) return false;
+  if (st.nlink < 2) throw new SealFailedError(`${path} is the only name of its file, not a retired one`, { step: 'retire', path });
+  await discard(path);
+  await fsyncDir(layout.objectsDir);
+  return true;
 }

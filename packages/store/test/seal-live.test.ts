@@ -68,7 +68,8 @@ describe('Store.sealLive with a running QEMU', { skip: haveQemu && haveQemuImg &
     const first = await store.sealLive(ov0, { qmp, device: 'disk0', activeNode: 'ov0' });
     const layer1: ObjectInfo = first.layer;
     assert.equal(layer1.parent, image.id);
-    await assert.rejects(stat(ov0.path), 'old overlay name removed');
+    // The old name stays while the VM runs (QEMU may reopen it by name): a second link to the layer.
+    assert.equal((await stat(ov0.path)).ino, (await stat(store.objectPath(layer1.id))).ino);
     assert.equal(first.overlay.parent, layer1.id);
     const info = JSON.parse(mustSh('qemu-img', ['info', '-U', '-f', 'qcow2', '--output=json', first.overlay.path])) as Record<string, unknown>;
     assert.equal(info['backing-filename'], `${layer1.id}.qcow2`, 'the new overlay names the layer by id, relatively');
@@ -90,6 +91,14 @@ describe('Store.sealLive with a running QEMU', { skip: haveQemu && haveQemuImg &
     await qmp.close().catch(() => undefined);
     qmp = null;
     await new Promise<void>((r) => { if (vm!.exitCode !== null || vm!.signalCode !== null) r(); else vm!.once('exit', () => r()); });
+
+    // The VM is gone: the retired names go; a writable overlay's only name, or a path elsewhere, is refused.
+    assert.equal(await store.removeRetired(first.retired), true);
+    assert.equal(await store.removeRetired(second.retired), true);
+    assert.equal(await store.removeRetired(second.retired), false, 'already gone');
+    await assert.rejects(store.removeRetired(second.overlay.path), { code: 'STORE_ERR_SEAL_FAILED', message: /only name/ });
+    await assert.rejects(store.removeRetired(join(dir, 'base.qcow2')), { code: 'STORE_ERR_SEAL_FAILED' });
+    await assert.rejects(stat(ov0.path));
 
     const map = JSON.parse(mustSh('qemu-img', ['map', '--output=json', '-f', 'qcow2', second.overlay.path])) as Array<{ start: number; length: number; depth: number; zero: boolean; data: boolean }>;
     const zeroed = map.find((e) => e.start <= 16 * 1024 * 1024 && 16 * 1024 * 1024 < e.start + e.length);
