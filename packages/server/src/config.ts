@@ -81,6 +81,12 @@ export const ServerConfigSchema = Type.Object(
         allowUserRollback: Type.Boolean({ default: true }),
         /** The lease holder compacts a chain holding more layers than this (sent with every lease answer). */
         maxChainLength: Type.Integer({ minimum: 1, maximum: 1024, default: 16 }),
+        /**
+         * Scheduled replication of checked-out desktops: seconds from the start of one replication to the next while
+         * the local VM runs and the server is reachable. 0 (the default, as View's "No replication") = only when the
+         * user asks.
+         */
+        replicateEverySeconds: Type.Integer({ minimum: 0, maximum: 366 * 24 * 3600, default: 0 }),
       },
       { default: {}, additionalProperties: false },
     ),

@@ -47,6 +47,8 @@
 // Chains stay short: CheckoutResponse and LeaseResponse carry the server's `maxChainLength` policy. The lease
 // holder may compact its own layers; the server accepts a new top whose chain (same image) shares a prefix with
 // the replicated chain and is not an ancestor of it: the replaced objects stay in the server's store.
+// Scheduled replication: the same answers (and each heartbeat's lease entry) carry `replicateEverySeconds`; the
+// device's keeper replicates that often while the local VM runs and the server is reachable.
 
 import { Type, type Static } from 'typebox';
 import { Name, ObjectId, Timestamp, Uuid } from '../names.ts';
@@ -124,6 +126,12 @@ export type GenerationRequest = Static<typeof GenerationRequest>;
 
 /** Policy: compact the chain into one layer once it holds more layers than this (this server always sends it). */
 const MaxChainLength = Type.Integer({ minimum: 1 });
+/**
+ * Policy: while the local VM runs and the server is reachable, replicate this often (seconds from the start of
+ * one replication to the next, View's "target replication frequency"); 0 = no scheduled replication (users may
+ * still replicate). This server always sends it.
+ */
+const ReplicateEverySeconds = Type.Integer({ minimum: 0 });
 
 export const CheckoutResponse = Type.Object({
   operation: Uuid,
@@ -131,10 +139,16 @@ export const CheckoutResponse = Type.Object({
   /** What the device must hold, image first (the server's sealed chain at check-out). */
   chain: Type.Array(StoredObject),
   maxChainLength: Type.Optional(MaxChainLength),
+  replicateEverySeconds: Type.Optional(ReplicateEverySeconds),
 });
 export type CheckoutResponse = Static<typeof CheckoutResponse>;
 
-export const LeaseResponse = Type.Object({ lease: Lease, grant: Type.Optional(Type.String()), maxChainLength: Type.Optional(MaxChainLength) });
+export const LeaseResponse = Type.Object({
+  lease: Lease,
+  grant: Type.Optional(Type.String()),
+  maxChainLength: Type.Optional(MaxChainLength),
+  replicateEverySeconds: Type.Optional(ReplicateEverySeconds),
+});
 export type LeaseResponse = Static<typeof LeaseResponse>;
 
 /** Replicate and check-in: the device's new top (its layers already uploaded via /uploads). */
@@ -158,6 +172,9 @@ export const HeartbeatResponse = Type.Object({
     valid: Type.Boolean(),
     generation: Type.Integer({ minimum: 1 }),
     grant: Type.Optional(Type.String()),
+    /** The lease policy as it is now (an administrator may change it while the desktop is away). */
+    maxChainLength: Type.Optional(MaxChainLength),
+    replicateEverySeconds: Type.Optional(ReplicateEverySeconds),
   })),
 });
 export type HeartbeatResponse = Static<typeof HeartbeatResponse>;

@@ -4,12 +4,15 @@
  */
 import type { Command } from 'commander';
 
+import { readFile } from 'node:fs/promises';
+
 import type { ServerHandle } from '@roamdesk/server';
 
 import { CliUsageError } from '../errors.ts';
 import type { CommandContext } from '../main.ts';
 
 interface ServerOptions {
+  config?: string;
   listen: string;
   data?: string;
   demo?: boolean;
@@ -22,6 +25,7 @@ export function registerServer(program: Command, ctx: CommandContext): void {
   program
     .command('server')
     .description('Run the Roamdesk server (HTTP API, web UI, desktops as QEMU VMs)')
+    .option('--config <file>', 'a JSON file of server settings (packages/server/README.md "Configuration"), e.g. {"lease": {"replicateEverySeconds": 14400}}; the options below override it')
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8760')
     .option('--data <dir>', 'data directory (default $XDG_DATA_HOME/roamdesk, else ~/.local/share/roamdesk)')
     .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (leaf first, then intermediates); needs --tls-key')
@@ -34,12 +38,16 @@ export function registerServer(program: Command, ctx: CommandContext): void {
       const { createLogger, defaultDataDir, startServer } = await import('@roamdesk/server');
       const { demoInstructions, provisionDemo } = await import('./server-demo.ts');
       const out = ctx.output(cmd);
-      const logger = createLogger({ level: opts.logLevel, pretty: process.stderr.isTTY });
-      const config: Record<string, unknown> = { listen: opts.listen, logLevel: opts.logLevel };
+      const config: Record<string, unknown> = opts.config !== undefined ? await readConfigFile(opts.config) : {};
+      // An option left at its default does not override the file.
+      for (const [key, value] of [['listen', opts.listen], ['logLevel', opts.logLevel]] as const) {
+        if (cmd.getOptionValueSource(key) !== 'default' || config[key] === undefined) config[key] = value;
+      }
       if (opts.data !== undefined) config['dataDir'] = opts.data;
-      else if (defaultDataDir(process.env) === undefined) throw new CliUsageError('no data directory: pass --data DIR (HOME and XDG_DATA_HOME are unset)');
+      else if (config['dataDir'] === undefined && defaultDataDir(process.env) === undefined) throw new CliUsageError('no data directory: pass --data DIR (HOME and XDG_DATA_HOME are unset)');
       if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new CliUsageError('--tls-cert and --tls-key go together: give both, or neither for plain HTTP');
       if (opts.tlsCert !== undefined && opts.tlsKey !== undefined) config['tls'] = { certFile: opts.tlsCert, keyFile: opts.tlsKey };
+      const logger = createLogger({ level: typeof config['logLevel'] === 'string' ? config['logLevel'] : opts.logLevel, pretty: process.stderr.isTTY });
 
       const handle: ServerHandle = await startServer(config, { logger });
       logger.info({ url: handle.url, dataDir: handle.config.dataDir }, 'roamdesk server listening');
@@ -68,4 +76,22 @@ export function registerServer(program: Command, ctx: CommandContext): void {
       // to end here (the VMs themselves are separate processes and keep running).
       setTimeout(() => process.exit(process.exitCode ?? 0), 50).unref();
     });
+}
+
+/** The settings file: a JSON object (the server checks every key and value, and names each one it refuses). */
+async function readConfigFile(file: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new CliUsageError(`cannot read the settings file ${file}: ${(err as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new CliUsageError(`the settings file ${file} is not JSON: ${(err as Error).message}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CliUsageError(`the settings file ${file} must hold a JSON object`);
+  return value as Record<string, unknown>;
 }

@@ -31,7 +31,7 @@ import { DeviceError } from './errors.ts';
 import { checkGrant, verifyGrant, type GrantCheck } from './grant.ts';
 import { IdentityStore, type DeviceIdentity } from './identity.ts';
 import { localRunDir, localVm, localVmPause, refuseDiskPause, removeRunDir, resumeLocalVm, startLocalVm, stopLocalVm, withLocalQmp, DISK_DEVICE, type LocalVmInfo, type LocalVmPause, type StartLocalOptions, type StopResult } from './local-vm.ts';
-import { lockDesktop } from './lock.ts';
+import { keeperPid, lockDesktop } from './lock.ts';
 import { quarantineDesktop, type QuarantineEntry } from './quarantine.ts';
 import { pendingLayers, RecordStore, sealedTop, type LocalDesktop } from './records.ts';
 
@@ -137,6 +137,11 @@ export interface CheckoutStatus extends LocalChainFiles {
   lastReplication: LocalDesktop['lastReplication'];
   lastContact: string | null;
   offlineLease: (GrantCheck & { maxOfflineSeconds: number; grantExpiresAt: string }) | null;
+  /**
+   * The server's scheduled replication (null: none): how often, when the next one is due (from the last
+   * replication, else the check-out), and the keeper that does it while the local VM runs (null: none runs).
+   */
+  scheduledReplication: { everySeconds: number; dueAt: string; keeperPid: number | null } | null;
 }
 
 function isApi(err: unknown, code: string): err is ApiError {
@@ -273,9 +278,10 @@ export class DeviceAgent {
   // --- heartbeat and grants
 
   /** Record a contact with the server: the grant (verified) and the clock reading it counts from. */
-  async #contact(rec: LocalDesktop, id: DeviceIdentity, grant: string | undefined, reading?: ClockReading, policy?: { maxChainLength?: number }): Promise<void> {
+  async #contact(rec: LocalDesktop, id: DeviceIdentity, grant: string | undefined, reading?: ClockReading, policy?: { maxChainLength?: number; replicateEverySeconds?: number }): Promise<void> {
     const now = reading ?? (await this.clock.now());
     if (policy?.maxChainLength !== undefined) rec.maxChainLength = policy.maxChainLength;
+    if (policy?.replicateEverySeconds !== undefined) rec.replicateEverySeconds = policy.replicateEverySeconds;
     if (grant !== undefined) {
       const body = verifyGrant(grant, id.grantKey);
       if (body.deviceId !== id.id || body.desktop !== rec.name || body.generation !== rec.generation) {
@@ -322,7 +328,7 @@ export class DeviceAgent {
         lost.push(r.name);
         continue;
       }
-      await this.#contact(r, id, l.grant, reading);
+      await this.#contact(r, id, l.grant, reading, l);
       await this.records.save(r);
     }
     return { online: true, device: res.device, lost, invalid, error: null };
@@ -417,7 +423,7 @@ export class DeviceAgent {
         rec.replicatedTop = top.id;
         rec.maxChainLength = co.maxChainLength ?? rec.maxChainLength;
       }
-      await this.#contact(rec, id, undefined);
+      await this.#contact(rec, id, undefined, undefined, co);
       await this.records.save(rec);
 
       const reporter = this.#operationReporter(api, co.operation);
@@ -932,6 +938,7 @@ export class DeviceAgent {
     const r = await this.#withManifest((o) => store.sealLive(overlay, { qmp, device: DISK_DEVICE, activeNode }, { label: 'local', ...o }), (x) => x.layer);
     rec.chain.push(describe(r.layer));
     rec.overlay = r.overlay;
+    rec.retired = [...(rec.retired ?? []), basename(r.retired)];
     await this.records.save(rec);
   }
 
@@ -976,8 +983,12 @@ export class DeviceAgent {
 
   /** Remove layers replaced by compaction, top first, once no local VM has them open. */
   async #collectGarbage(rec: LocalDesktop, store: Store): Promise<void> {
-    if (rec.garbage.length === 0) return;
+    const retired = rec.retired ?? [];
+    if (rec.garbage.length === 0 && retired.length === 0) return;
     if ((await localVm(this.home, rec.desktopId)).running) return;
+    // A name that is no longer a second link (a crash between seal steps left it the overlay's only name) stays.
+    for (const name of retired) await store.removeRetired(join(store.objectsDir, name)).catch(() => false);
+    rec.retired = [];
     const keep = new Set(rec.chain.map((o) => o.id));
     const left: string[] = [];
     for (const g of [...rec.garbage].reverse()) {
@@ -1122,7 +1133,16 @@ export class DeviceAgent {
       replicatedTop: rec.replicatedTop, replicatedAt: rec.replicatedAt, lastReplication: rec.lastReplication,
       lastContact: rec.lastContact?.at ?? null,
       offlineLease: await this.grantCheck(rec),
+      scheduledReplication: await this.#scheduledReplication(rec),
     };
+  }
+
+  async #scheduledReplication(rec: LocalDesktop): Promise<CheckoutStatus['scheduledReplication']> {
+    const every = rec.replicateEverySeconds ?? 0;
+    if (every === 0) return null;
+    const since = Date.parse(rec.lastReplication?.at ?? rec.checkedOutAt);
+    const dueAt = new Date(Number.isFinite(since) ? since + every * 1000 : Date.now()).toISOString();
+    return { everySeconds: every, dueAt, keeperPid: await keeperPid(this.home, rec.name) };
   }
 
   runDir(rec: LocalDesktop): string {

@@ -1,9 +1,11 @@
 // One lease operation per desktop at a time on this device (replicate, check-in, check-out, rollback): a lock
 // file `<ROAMDESK_HOME>/locks/<name>.lock` created with O_EXCL, holding the owner's pid. A lock whose process is
-// gone (killed mid-transfer) is taken over; a live one is DEVICE_ERR_BUSY naming the pid.
+// gone (killed mid-transfer) is taken over; a live one is DEVICE_ERR_BUSY naming the pid. The keeper beside a
+// running local VM (keeper.ts) holds its own lock, `locks/keepers/<name>.lock`, for as long as it runs: one
+// keeper per desktop, and `roamdesk status` finds it there.
 
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 import { isValidName } from '@roamdesk/api/core';
 
@@ -11,6 +13,12 @@ import { DeviceError } from './errors.ts';
 
 export interface Lock {
   release(): Promise<void>;
+}
+
+interface Holder {
+  pid: number;
+  what: string;
+  since: string | null;
 }
 
 function alive(pid: number): boolean {
@@ -22,11 +30,27 @@ function alive(pid: number): boolean {
   }
 }
 
-export async function lockDesktop(home: string, name: string, what: string): Promise<Lock> {
+function lockFile(home: string, name: string, kind: 'desktop' | 'keeper'): string {
   if (!isValidName(name)) throw new DeviceError('DEVICE_ERR_STATE_INVALID', 'not a desktop name', { name: String(name).slice(0, 80) });
-  const dir = join(home, 'locks');
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const file = join(dir, `${name}.lock`);
+  return kind === 'desktop' ? join(home, 'locks', `${name}.lock`) : join(home, 'locks', 'keepers', `${name}.lock`);
+}
+
+/** The live process holding a lock file; null when none does (absent, half-written or its process gone). */
+async function liveHolder(file: string): Promise<Holder | null> {
+  let holder: { pid?: unknown; what?: unknown; since?: unknown };
+  try {
+    holder = JSON.parse(await readFile(file, 'utf8')) as typeof holder;
+  } catch {
+    // Absent, or half-written by a process killed between open and write: stale.
+    return null;
+  }
+  const pid = typeof holder.pid === 'number' ? holder.pid : null;
+  if (pid === null || !alive(pid)) return null;
+  return { pid, what: typeof holder.what === 'string' ? holder.what : 'an operation', since: typeof holder.since === 'string' ? holder.since : null };
+}
+
+async function takeLock(file: string, what: string, busy: (holder: Holder) => DeviceError): Promise<Lock> {
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
   for (let attempt = 0; attempt < 3; attempt += 1) {
     try {
       const fh = await open(file, 'wx', 0o600);
@@ -46,22 +70,30 @@ export async function lockDesktop(home: string, name: string, what: string): Pro
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    let holder: { pid?: unknown; what?: unknown; since?: unknown } = {};
-    try {
-      holder = JSON.parse(await readFile(file, 'utf8')) as typeof holder;
-    } catch {
-      // Half-written by a process killed between open and write: treat as stale.
-    }
-    const pid = typeof holder.pid === 'number' ? holder.pid : null;
-    if (pid !== null && alive(pid)) {
-      throw new DeviceError('DEVICE_ERR_BUSY', `desktop ${name} is busy: another roamdesk process (pid ${pid}) is running ${typeof holder.what === 'string' ? holder.what : 'an operation'} on it`, {
-        desktop: name,
-        pid,
-        since: holder.since ?? null,
-        hint: 'wait for it to finish (one replication or check-in at a time), or stop that process',
-      });
-    }
+    const holder = await liveHolder(file);
+    if (holder !== null) throw busy(holder);
     await rm(file, { force: true });
   }
-  throw new DeviceError('DEVICE_ERR_BUSY', `cannot lock desktop ${name}`, { desktop: name });
+  throw new DeviceError('DEVICE_ERR_BUSY', `cannot take the lock ${file}`, { file });
+}
+
+export async function lockDesktop(home: string, name: string, what: string): Promise<Lock> {
+  return takeLock(lockFile(home, name, 'desktop'), what, (h) =>
+    new DeviceError('DEVICE_ERR_BUSY', `desktop ${name} is busy: another roamdesk process (pid ${h.pid}) is running ${h.what} on it`, {
+      desktop: name,
+      pid: h.pid,
+      since: h.since,
+      hint: 'wait for it to finish (one replication or check-in at a time), or stop that process',
+    }));
+}
+
+/** The keeper's lock: DEVICE_ERR_BUSY when another keeper of this desktop runs. */
+export async function lockKeeper(home: string, name: string): Promise<Lock> {
+  return takeLock(lockFile(home, name, 'keeper'), 'keeper', (h) =>
+    new DeviceError('DEVICE_ERR_BUSY', `desktop ${name} already has a keeper (pid ${h.pid})`, { desktop: name, pid: h.pid, since: h.since }));
+}
+
+/** The pid of the keeper running for `name`, or null. */
+export async function keeperPid(home: string, name: string): Promise<number | null> {
+  return (await liveHolder(lockFile(home, name, 'keeper')))?.pid ?? null;
 }

@@ -69,10 +69,14 @@ export interface LocalDesktop {
   config: LocalVmConfig;
   /** Local objects replaced by compaction, removed once no VM has them open. */
   garbage: string[];
+  /** Old overlay names of live seals (second links to their layers, store `removeRetired`), removed once the VM stopped. */
+  retired?: string[];
   /** Why the lease was lost (state 'lost'). */
   lostReason: string | null;
   /** The server's compaction policy (CheckoutResponse/LeaseResponse maxChainLength), when it sent one. */
   maxChainLength: number | null;
+  /** The server's scheduled-replication policy in seconds (0 = none); absent in records from before it existed. */
+  replicateEverySeconds?: number;
   /** The replicate or check-in operation announced before uploading; reused by a re-run after a crash. */
   layersOperation: { id: string; kind: 'replicate' | 'checkin' } | null;
 }

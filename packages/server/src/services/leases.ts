@@ -68,9 +68,15 @@ export class LeaseService {
   // --- answers
 
   leaseResponse(d: DesktopView, grant?: string): LeaseResponse {
-    const r: LeaseResponse = { lease: toApiLease(d), maxChainLength: this.ctx.config.lease.maxChainLength };
+    const r: LeaseResponse = { lease: toApiLease(d), ...this.policy() };
     if (grant !== undefined) r.grant = grant;
     return r;
+  }
+
+  /** The lease policy every answer to the lease holder carries (it may change while the desktop is away). */
+  policy(): { maxChainLength: number; replicateEverySeconds: number } {
+    const { maxChainLength, replicateEverySeconds } = this.ctx.config.lease;
+    return { maxChainLength, replicateEverySeconds };
   }
 
   async grantFor(d: DesktopView, deviceId: string): Promise<string> {
@@ -197,7 +203,7 @@ export class LeaseService {
 
   async #checkoutResponse(d: DesktopView, operation: string): Promise<CheckoutResponse> {
     const chain = await this.ctx.transfer.chain(d.replicated_top_object_id ?? d.top_object_id);
-    return { operation, lease: toApiLease(d), chain, maxChainLength: this.ctx.config.lease.maxChainLength };
+    return { operation, lease: toApiLease(d), chain, ...this.policy() };
   }
 
   /** Stop the server VM (graceful, forced after stopTimeoutMs) and seal its overlay. Idempotent, single flight. */
@@ -426,7 +432,7 @@ export class LeaseService {
       const generation = Number(d.lease_generation);
       const valid = d.lease_state !== 'server' && d.lease_device_id === deviceId && generation === l.generation;
       const entry: HeartbeatResponse['leases'][number] = { desktop: l.desktop, valid, generation };
-      if (valid && d.lease_state === 'checked-out') entry.grant = await this.grantFor(d, deviceId);
+      if (valid && d.lease_state === 'checked-out') Object.assign(entry, { grant: await this.grantFor(d, deviceId), ...this.policy() });
       leases.push(entry);
     }
     return { device: toApiDevice(device), leases };

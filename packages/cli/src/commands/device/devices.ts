@@ -1,4 +1,4 @@
-// `roamdesk device register|show|list|revoke` and `roamdesk admin device list|revoke`.
+// `roamdesk device register|show|list|revoke|keep` and `roamdesk admin device list|revoke`.
 
 import type { Command } from 'commander';
 
@@ -7,6 +7,7 @@ import type { Device } from '@roamdesk/api';
 import type { CommandContext } from '../../main.ts';
 import { formatTable, shortTime } from '../remote/table.ts';
 import { runDevice } from './common.ts';
+import { registerKeep } from './keeper.ts';
 
 function deviceTable(devices: readonly Device[], me: string | null): string {
   if (devices.length === 0) return 'No devices.';
@@ -66,6 +67,7 @@ export function registerDevices(program: Command, ctx: CommandContext): void {
         out.result({ revoked: id }, () => `Revoked device ${id}.`);
       }),
     );
+  registerKeep(device, ctx);
 
   // Under the existing `admin` group (registered by remote/admin.ts).
   const admin = program.commands.find((c) => c.name() === 'admin') ?? program.command('admin');

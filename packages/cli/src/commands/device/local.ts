@@ -5,7 +5,9 @@
 import { chooseDisplay, localSerialLog, type DeviceAgent } from '@roamdesk/client';
 
 import type { Output } from '../../output.ts';
+import { formatDuration } from '../../format.ts';
 import { openAgent } from './common.ts';
+import { launchKeeper } from './keeper.ts';
 import { PAUSE_WORDS } from './status.ts';
 
 /** The agent, when `name` has a local check-out record here; null otherwise (the command goes to the server). */
@@ -18,19 +20,23 @@ export async function localStart(name: string, out: Output): Promise<boolean> {
   const agent = await checkedOutHere(name);
   if (agent === null) return false;
   const r = await agent.start(name);
+  const keeper = await launchKeeper(agent, name, r.runDir);
+  const keeperLine = keeper === null ? '' : `Replicates to the server every ${formatDuration(keeper.replicateEverySeconds)} while it runs and the server is reachable (keeper pid ${String(keeper.pid)}, log ${keeper.log}).`;
+  const common = { desktop: name, location: 'this-device', pid: r.pid, runDir: r.runDir, vncSocket: r.paths.vnc, serialLog: r.paths.serial, online: r.online, offlineLease: r.grant, keeper };
   const resumed = r.resumed;
   if (resumed !== undefined) {
-    out.result({ desktop: name, location: 'this-device', resumed, pid: r.pid, runDir: r.runDir, vncSocket: r.paths.vnc, serialLog: r.paths.serial, online: r.online, offlineLease: r.grant },
-      () => `Resumed ${name} on this device (pid ${String(r.pid)}), paused before: ${PAUSE_WORDS[resumed.reason]}. The guest goes on where it stopped.`);
+    out.result({ ...common, resumed }, () =>
+      [`Resumed ${name} on this device (pid ${String(r.pid)}), paused before: ${PAUSE_WORDS[resumed.reason]}. The guest goes on where it stopped.`, keeperLine].filter((l) => l !== '').join('\n'));
     return true;
   }
   const display = r.display ?? chooseDisplay();
   const headless = display === 'none';
-  out.result({ desktop: name, location: 'this-device', display, pid: r.pid, runDir: r.runDir, vncSocket: r.paths.vnc, serialLog: r.paths.serial, online: r.online, offlineLease: r.grant }, () =>
+  out.result({ ...common, display }, () =>
     [
       `Started ${name} on this device (pid ${String(r.pid)}).`,
       headless ? `Headless (no usable display here): open its screen with: roamdesk console ${name}` : `Its window opens on your display (${display}).`,
       r.grant !== null ? `Offline use allowed until ${r.grant.expiresAt}${r.online ? '' : ' (the server is unreachable: working offline)'}.` : '',
+      keeperLine,
     ].filter((l) => l !== '').join('\n'),
   );
   return true;

@@ -6,7 +6,7 @@
 import type { Lease } from '@roamdesk/api';
 import { type CheckoutStatus, type DeviceAgent, existingLocalStore, isOffline, LeaseApi, localObjectStatus, type LocalVmPause } from '@roamdesk/client';
 
-import { formatBytes, shortId } from '../../format.ts';
+import { formatBytes, formatDuration, shortId } from '../../format.ts';
 import type { Output } from '../../output.ts';
 import { formatTable, shortTime } from '../remote/table.ts';
 import { openAgent } from './common.ts';
@@ -27,15 +27,6 @@ async function serverView(agent: DeviceAgent, name: string | null): Promise<Serv
     if (isOffline(err)) return { reachable: false, error: (err as Error).message };
     return { reachable: null };
   }
-}
-
-function duration(seconds: number): string {
-  if (!Number.isFinite(seconds)) return 'unknown';
-  const s = Math.max(0, Math.floor(seconds));
-  if (s < 120) return `${s} s`;
-  if (s < 7200) return `${Math.floor(s / 60)} min`;
-  if (s < 172_800) return `${Math.floor(s / 3600)} h`;
-  return `${Math.floor(s / 86_400)} days`;
 }
 
 /** Why a local VM is paused, in words (status, and start when it resumes one). */
@@ -62,9 +53,14 @@ export function checkoutText(s: CheckoutStatus, server: ServerView): string {
   lines.push(s.lastReplication !== null
     ? `Last replication: ${shortTime(s.lastReplication.at)} (top ${shortId(s.lastReplication.top)}, ${s.lastReplication.layers} layer(s), ${formatBytes(s.lastReplication.bytes)}).`
     : 'Last replication: never.');
+  const r = s.scheduledReplication;
+  if (r !== null) {
+    const keeper = r.keeperPid !== null ? `done by the keeper (pid ${String(r.keeperPid)})` : s.vm.running ? 'no keeper runs: roamdesk start starts one' : 'done while the local VM runs';
+    lines.push(`Scheduled replication: every ${formatDuration(r.everySeconds)}, next due ${shortTime(r.dueAt)}; ${keeper}.`);
+  }
   const g = s.offlineLease;
   if (g === null) lines.push('Offline lease: none yet.');
-  else if (g.ok) lines.push(`Offline lease: valid until ${shortTime(g.expiresAt)} (${duration(g.secondsLeft)} left); last server contact ${s.lastContact !== null ? shortTime(s.lastContact) : 'never'}.`);
+  else if (g.ok) lines.push(`Offline lease: valid until ${shortTime(g.expiresAt)} (${formatDuration(g.secondsLeft)} left); last server contact ${s.lastContact !== null ? shortTime(s.lastContact) : 'never'}.`);
   else lines.push(`Offline lease: EXPIRED: ${g.reason ?? '?'}; connect to the server to renew it.`);
   lines.push(`Disk: image ${s.image}`);
   for (const l of s.layers) lines.push(`      layer ${l}`);
