@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync, sign } from 'node:crypto';
-import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { link, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import type { GrantBody } from '@roamdesk/api';
@@ -242,6 +242,45 @@ describe('device agent without a server', () => {
     await store.exportChain(after.overlay, out);
     qemu('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0x5e 0 1M', out]);
   });
+
+  for (const stage of ['after blockdev-snapshot', 'after change-backing-file'] as const) {
+    it(`a live seal interrupted ${stage} (the VM stopped under it): the newer overlay's writes stay in the chain`, async () => {
+      const home = join(dir, `home-${stage.split(' ')[1]!}`);
+      const agent = new DeviceAgent({ home });
+      const store = await agent.store();
+      const base = join(dir, `base-${stage.split(' ')[1]!}.qcow2`);
+      qemu('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
+      const image = await store.importImage(base, { format: 'qcow2' });
+      const ov = await store.createOverlay(image.id, { label: 'local' });
+      qemu('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x61 0 1M', ov.path]);
+      const d = { id: image.id, kind: image.kind, parent: image.parent, size: image.size, virtualSize: image.virtualSize };
+      const rec: LocalDesktop = {
+        version: 1, name: 'work', desktopId: DESKTOP_ID, server: 'http://127.0.0.1:1', deviceId: DEVICE_ID, state: 'checked-out', generation: 2,
+        operation: null, checkedOutAt: new Date().toISOString(), chain: [d], replicatedTop: image.id, replicatedAt: null, lastReplication: null,
+        overlay: ov, grant: null, lastContact: null, config: { memoryMiB: 64, cpus: 1, kernel: null, initrd: null, append: null },
+        garbage: [], lostReason: null, maxChainLength: null, layersOperation: null,
+      };
+      await agent.records.save(rec);
+      // What the live seal had done: the next overlay, backed by the recorded one by name; the guest wrote there.
+      const next = join(store.objectsDir, 'overlay-local-00000000000000aa.qcow2');
+      qemu('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', basename(ov.path), '-F', 'qcow2', '-u', next, '64M']);
+      qemu('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x62 1M 1M', next]);
+      if (stage === 'after change-backing-file') {
+        // … and published the recorded overlay as a layer (a second name), and named that layer in the next overlay.
+        const layer = await store.seal(ov);
+        await link(store.objectPath(layer.id), ov.path);
+        qemu('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', `${layer.id}.qcow2`, '-F', 'qcow2', next]);
+      }
+      const r = await agent.seal('work');
+      assert.ok(r.layer !== null);
+      const after = await agent.records.require('work');
+      assert.equal(after.chain.length, 3, 'the recorded overlay and the newer one are both layers now');
+      const out = join(dir, `view-${stage.split(' ')[1]!}.qcow2`);
+      await store.exportChain(after.overlay!, out);
+      qemu('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0x61 0 1M', '-c', 'read -P 0x62 1M 1M', out]);
+      assert.equal((await store.verify()).ok, true);
+    });
+  }
 
   it('a ROAMDESK_HOME too long for the local VM\'s sockets is named before anything starts', async () => {
     const home = join(dir, 'h'.repeat(80));

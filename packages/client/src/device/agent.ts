@@ -867,7 +867,11 @@ export class DeviceAgent {
    */
   async #recover(rec: LocalDesktop, store: Store): Promise<void> {
     const ov = rec.overlay;
-    if (ov === null || (await exists(ov.path))) return;
+    if (ov === null) return;
+    if (await exists(ov.path)) {
+      await this.#adoptInterruptedLiveSeal(rec, store, ov);
+      return;
+    }
     const known = new Set([...rec.chain.map((o) => o.id), ...rec.garbage]);
     for (const other of await this.records.list()) if (other.name !== rec.name) for (const o of other.chain) known.add(o.id);
     const candidates = (await store.list()).filter((o) => o.parent === ov.parent && !known.has(o.id));
@@ -890,6 +894,37 @@ export class DeviceAgent {
       const backing = await readHeader(join(store.objectsDir, f)).then((h) => h.backing?.name ?? null, () => null);
       if (backing !== null && names.has(backing)) rec.overlay = { path: join(store.objectsDir, f), parent: layer.id };
     }
+    await this.records.save(rec);
+  }
+
+  /**
+   * A live seal interrupted after blockdev-snapshot (the VM stopped under it, or this process died, before the
+   * record was saved) left the VM's newer writes in an overlay whose backing file is the recorded one: by its name,
+   * or by the layer id it was already published as (the same file). With the VM stopped, seal the recorded overlay
+   * and go on with that newer one, so nothing written after the seal began is left out of the chain.
+   */
+  async #adoptInterruptedLiveSeal(rec: LocalDesktop, store: Store, ov: { path: string; parent: string }): Promise<void> {
+    if ((await localVm(this.home, rec.desktopId)).running) return;
+    const mine = await stat(ov.path);
+    let child: string | null = null;
+    for (const f of await readdir(store.objectsDir)) {
+      if (!/^overlay-.*\.qcow2$/.test(f) || f === basename(ov.path)) continue;
+      const backing = await readHeader(join(store.objectsDir, f)).then((h) => h.backing?.name ?? null, () => null);
+      if (backing === null || backing.includes('/')) continue;
+      const same = backing === basename(ov.path) ||
+        (await stat(join(store.objectsDir, backing)).then((b) => b.ino === mine.ino && b.dev === mine.dev, () => false));
+      if (same) child = join(store.objectsDir, f);
+    }
+    if (child === null) return;
+    if (await store.overlayHasData(ov)) {
+      const layer = await this.#withManifest((o) => store.seal(ov, o), (l) => l);
+      rec.chain.push(describe(layer));
+    } else {
+      await store.discardOverlay(ov);
+    }
+    const top = sealedTop(rec);
+    await this.#img.rebase(child, { backing: { name: `${top}.qcow2`, format: 'qcow2' }, unsafe: true });
+    rec.overlay = { path: child, parent: top };
     await this.records.save(rec);
   }
 
