@@ -120,6 +120,9 @@ describe('scheduled replication: the keeper beside a running local VM', () => {
     assert.equal(l.state, 'checked-out');
     const top = join(dataDir(), 'store', 'objects', `${l.replicatedTopObjectId}.qcow2`);
     assert.equal(execFileSync('sha256sum', [top], { encoding: 'utf8' }).slice(0, 64), l.replicatedTopObjectId, 'the server holds exactly the sealed bytes');
+    // The user's own replication goes through beside the keeper (it waits for a round in progress).
+    const mine = await cli(home(), ['replicate', 'kept'], env);
+    assert.equal((mine['layersSent'] as string[]).length >= 1, true);
     const st = await cli(home(), ['status', 'kept'], env);
     assert.deepEqual({ ...(st['scheduledReplication'] as Record<string, unknown>), dueAt: null }, { everySeconds: EVERY_SECONDS, dueAt: null, keeperPid: keeper });
 

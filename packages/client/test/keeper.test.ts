@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { DeviceAgent, keeperPid, keeperPlan, lockDesktop, lockKeeper, runKeeper, type KeeperEvent, type KeeperPlanInput } from '../src/device/index.ts';
+import { DeviceAgent, keeperPid, keeperPlan, lockDesktop, lockKeeper, runKeeper, SCHEDULED_REPLICATION, type KeeperEvent, type KeeperPlanInput } from '../src/device/index.ts';
 
 const H = 3_600_000;
 const base: KeeperPlanInput = {
@@ -55,6 +55,23 @@ describe('the keeper beside a local VM', () => {
     assert.equal(await keeperPid(home, 'work'), null);
     await (await lockKeeper(home, 'work')).release();
     await assert.rejects(lockKeeper(home, '../x'), { code: 'DEVICE_ERR_STATE_INVALID' });
+  });
+
+  it("a user's command waits for a round of scheduled replication, and for nothing else", async () => {
+    const home = join(dir, 'wait');
+    const round = await lockDesktop(home, 'work', SCHEDULED_REPLICATION);
+    const waited: number[] = [];
+    const pending = lockDesktop(home, 'work', 'check-in', { waitForScheduledMs: 60_000, onWait: (h) => waited.push(h.pid) });
+    await new Promise((r) => setTimeout(r, 700));
+    await round.release();
+    await (await pending).release();
+    assert.deepEqual(waited, [process.pid], 'told once, naming the keeper');
+    const other = await lockDesktop(home, 'work', 'replication');
+    await assert.rejects(lockDesktop(home, 'work', 'check-in', { waitForScheduledMs: 60_000 }), { code: 'DEVICE_ERR_BUSY', message: /running replication/ });
+    await other.release();
+    const again = await lockDesktop(home, 'work', SCHEDULED_REPLICATION);
+    await assert.rejects(lockDesktop(home, 'work', 'check-in', { waitForScheduledMs: 0 }), { code: 'DEVICE_ERR_BUSY', message: /scheduled replication/ });
+    await again.release();
   });
 
   it('ends at once, lock released, when the desktop is not checked out here', async () => {

@@ -31,7 +31,7 @@ import { DeviceError } from './errors.ts';
 import { checkGrant, verifyGrant, type GrantCheck } from './grant.ts';
 import { IdentityStore, type DeviceIdentity } from './identity.ts';
 import { localRunDir, localVm, localVmPause, refuseDiskPause, removeRunDir, resumeLocalVm, startLocalVm, stopLocalVm, withLocalQmp, DISK_DEVICE, type LocalVmInfo, type LocalVmPause, type StartLocalOptions, type StopResult } from './local-vm.ts';
-import { keeperPid, lockDesktop } from './lock.ts';
+import { keeperPid, lockDesktop, SCHEDULED_REPLICATION, type Lock } from './lock.ts';
 import { quarantineDesktop, type QuarantineEntry } from './quarantine.ts';
 import { pendingLayers, RecordStore, sealedTop, type LocalDesktop } from './records.ts';
 
@@ -43,7 +43,7 @@ const PROGRESS_POST_MS = 1000;
 
 export type AgentStep =
   | 'heartbeat' | 'checkout' | 'download' | 'verify' | 'overlay' | 'confirm' | 'stop' | 'seal' | 'compact' | 'upload'
-  | 'commit' | 'quarantine' | 'cleanup' | 'cancel' | 'rollback';
+  | 'commit' | 'quarantine' | 'cleanup' | 'cancel' | 'rollback' | 'wait';
 
 export interface AgentProgress {
   step: AgentStep;
@@ -230,6 +230,15 @@ export class DeviceAgent {
         }
       },
     };
+  }
+
+  /** The desktop lock for a user's command: it waits (up to 30 minutes) for a round of scheduled replication to end. */
+  async #lockForUser(name: string, what: string, opts: { onProgress?: AgentProgressFn; signal?: AbortSignal } = {}): Promise<Lock> {
+    return lockDesktop(this.home, name, what, {
+      waitForScheduledMs: 30 * 60_000,
+      onWait: () => opts.onProgress?.({ step: 'wait', desktop: name }),
+      ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
+    });
   }
 
   /** The compaction threshold: this agent's option, else the server's policy, else DEFAULT_MAX_CHAIN_LENGTH. */
@@ -632,7 +641,7 @@ export class DeviceAgent {
    * The layer is sent by the next replicate or check-in (compacted with the others past maxChainLength).
    */
   async seal(name: string): Promise<{ desktop: string; layer: string | null; pending: number }> {
-    const lock = await lockDesktop(this.home, name, 'seal');
+    const lock = await this.#lockForUser(name, 'seal');
     try {
       const rec = await this.records.require(name);
       if (rec.state !== 'checked-out') throw new DeviceError('DEVICE_ERR_LEASE_STATE', `desktop ${name} is ${rec.state} here`, { desktop: name });
@@ -659,9 +668,10 @@ export class DeviceAgent {
    * Seal the local writes into a layer (live when the VM runs), compact the unsent layers if there are more than
    * maxChainLength, upload them, and record them on the server as the replicated state. The lease stays here.
    */
-  async replicate(name: string, opts: { onProgress?: AgentProgressFn; signal?: AbortSignal } = {}): Promise<SendResult> {
+  async replicate(name: string, opts: { onProgress?: AgentProgressFn; signal?: AbortSignal; scheduled?: boolean } = {}): Promise<SendResult> {
     const id = await this.identity.require();
-    const lock = await lockDesktop(this.home, name, 'replication');
+    // The keeper's rounds say so in the lock, and a user's command waits for one instead of failing.
+    const lock = opts.scheduled === true ? await lockDesktop(this.home, name, SCHEDULED_REPLICATION) : await this.#lockForUser(name, 'replication', opts);
     try {
       const step = (s: AgentStep, transfer?: TransferProgress, objects?: readonly StoredObject[]): void =>
         opts.onProgress?.({ step: s, desktop: name, ...(transfer !== undefined ? { transfer } : {}), ...(objects !== undefined ? { objects } : {}) });
@@ -738,7 +748,7 @@ export class DeviceAgent {
    */
   async checkin(name: string, opts: { stop?: boolean; stopTimeoutMs?: number; onProgress?: AgentProgressFn; signal?: AbortSignal } = {}): Promise<CheckinResult> {
     const id = await this.identity.require();
-    const lock = await lockDesktop(this.home, name, 'check-in');
+    const lock = await this.#lockForUser(name, 'check-in', opts);
     try {
       const step = (s: AgentStep, transfer?: TransferProgress, objects?: readonly StoredObject[]): void =>
         opts.onProgress?.({ step: s, desktop: name, ...(transfer !== undefined ? { transfer } : {}), ...(objects !== undefined ? { objects } : {}) });
@@ -845,7 +855,7 @@ export class DeviceAgent {
     const rec = await this.records.load(name);
     let entry: QuarantineEntry | null = null;
     if (rec !== null) {
-      const lock = await lockDesktop(this.home, name, 'rollback');
+      const lock = await this.#lockForUser(name, 'rollback');
       try {
         await stopLocalVm(this.home, rec.desktopId, { timeoutMs: opts.stopTimeoutMs ?? 60_000 });
         await this.#markLost(rec, `rolled back to ${lr.lease.replicatedTopObjectId} (generation ${lr.lease.generation})`);

@@ -112,7 +112,7 @@ export async function runKeeper(agent: DeviceAgent, name: string, opts: KeeperOp
       if (plan.replicate) {
         const startedMs = now();
         try {
-          const result = await agent.replicate(name, opts.signal !== undefined ? { signal: opts.signal } : {});
+          const result = await agent.replicate(name, { scheduled: true, ...(opts.signal !== undefined ? { signal: opts.signal } : {}) });
           lastStartMs = startedMs;
           lastFailureMs = null;
           lastHeartbeatMs = now();

@@ -77,14 +77,44 @@ async function takeLock(file: string, what: string, busy: (holder: Holder) => De
   throw new DeviceError('DEVICE_ERR_BUSY', `cannot take the lock ${file}`, { file });
 }
 
-export async function lockDesktop(home: string, name: string, what: string): Promise<Lock> {
-  return takeLock(lockFile(home, name, 'desktop'), what, (h) =>
+/** What the keeper's replications hold the desktop lock as (a user's command waits for such a round: lockDesktop `waitForScheduled`). */
+export const SCHEDULED_REPLICATION = 'scheduled replication';
+
+export interface LockWait {
+  /** How long to wait for a scheduled replication that holds the desktop; anything else is BUSY at once. */
+  waitForScheduledMs: number;
+  /** Told once when the wait begins. */
+  onWait?: (holder: { pid: number; what: string; since: string | null }) => void;
+  signal?: AbortSignal;
+}
+
+export async function lockDesktop(home: string, name: string, what: string, wait?: LockWait): Promise<Lock> {
+  const file = lockFile(home, name, 'desktop');
+  const busy = (h: Holder): DeviceError =>
     new DeviceError('DEVICE_ERR_BUSY', `desktop ${name} is busy: another roamdesk process (pid ${h.pid}) is running ${h.what} on it`, {
       desktop: name,
       pid: h.pid,
+      what: h.what,
       since: h.since,
       hint: 'wait for it to finish (one replication or check-in at a time), or stop that process',
-    }));
+    });
+  const deadline = Date.now() + (wait?.waitForScheduledMs ?? 0);
+  let told = false;
+  for (;;) {
+    try {
+      return await takeLock(file, what, busy);
+    } catch (err) {
+      // A round of scheduled replication is short and ends by itself: a user's command waits for it, rather
+      // than fail because of something it did not start.
+      const holder = err instanceof DeviceError && err.code === 'DEVICE_ERR_BUSY' ? err.data : null;
+      if (wait === undefined || holder?.['what'] !== SCHEDULED_REPLICATION || Date.now() > deadline || wait.signal?.aborted === true) throw err;
+      if (!told) {
+        told = true;
+        wait.onWait?.({ pid: Number(holder['pid']), what: SCHEDULED_REPLICATION, since: typeof holder['since'] === 'string' ? holder['since'] : null });
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
 }
 
 /** The keeper's lock: DEVICE_ERR_BUSY when another keeper of this desktop runs. */

@@ -69,7 +69,7 @@ export async function progressPrinter(out: Output): Promise<{
     heartbeat: 'contacting the server', checkout: 'asking the server for the lease (it stops and seals the desktop)', download: 'downloading',
     verify: 'verifying the chain', overlay: 'creating the local overlay', confirm: 'confirming the check-out', stop: 'shutting the local VM down',
     seal: 'sealing local writes into a layer', compact: 'compacting unsent layers', upload: 'uploading', commit: 'committing on the server',
-    quarantine: 'moving local work to quarantine', cleanup: 'cleaning up',
+    quarantine: 'moving local work to quarantine', cleanup: 'cleaning up', wait: 'waiting for the scheduled replication now running to finish',
   };
   return {
     onProgress(p) {
