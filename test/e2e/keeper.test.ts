@@ -139,7 +139,7 @@ describe('scheduled replication: the keeper beside a running local VM', () => {
     // The user stops the VM: the keeper ends by itself, and says why.
     const stopped = await cli(home(), ['stop', 'kept'], env);
     assert.equal(stopped['wasRunning'], true);
-    await waitFor('the keeper to end', async () => (alive(keeper!) ? undefined : true), 30_000);
+    await waitFor('the keeper to end', () => Promise.resolve(alive(keeper!) ? undefined : true), 30_000);
     const log = await keeperLog(runDir);
     assert.match(log, /keeping kept: replication every 4 s/);
     assert.match(log, /replicated kept \(generation \d+\): 1 layer\(s\)/);
