@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { copyFile, mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 
 import type { Lease } from '@roamdesk/api';
@@ -23,6 +22,7 @@ import WebSocket from 'ws';
 
 import { BIN, cli, inNamespaceOf, runCli } from '../support/cli.ts';
 import { cycleBoot, tempDir } from '../support/guest-vm.ts';
+import { runChild } from '../support/device-process.ts';
 import { throttle } from '../support/throttle.ts';
 import { api, boot, createDesktop, killOurs, login, ourQemus, serial, state, until } from '../support/server.ts';
 
@@ -718,28 +718,3 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     }
   });
 });
-
-/** Runs test/support/device-child.ts; SIGKILLs it once `killAfter` bytes have moved (null: let it finish). */
-async function runChild(home: string, op: 'checkout' | 'checkin', name: string, server: string, token: string, killAfter: number | null): Promise<{ killed: boolean; result: unknown }> {
-  const script = new URL('../support/device-child.ts', import.meta.url).pathname;
-  const child = spawn(process.execPath, ['--import', 'tsx', script, home, op, name, server, token], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
-  let stderr = '';
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  let killed = false;
-  let result: unknown = null;
-  let error: unknown = null;
-  const lines = createInterface({ input: child.stdout });
-  for await (const line of lines) {
-    const msg = JSON.parse(line) as { bytesDone?: number; bytesTotal?: number; step?: string; result?: unknown; error?: unknown };
-    if (msg.result !== undefined) result = msg.result;
-    if (msg.error !== undefined) error = msg.error;
-    if (killAfter !== null && !killed && msg.bytesDone !== undefined && msg.bytesDone >= killAfter && msg.bytesDone < (msg.bytesTotal ?? 0)) {
-      killed = true;
-      child.kill('SIGKILL');
-    }
-  }
-  const code = await new Promise<number | null>((r) => (child.exitCode !== null || child.signalCode !== null ? r(child.exitCode) : child.once('exit', (c) => r(c))));
-  if (!killed) assert.equal(code, 0, `device child ${op} failed: ${JSON.stringify(error)}\n${stderr}`);
-  await mkdir(home, { recursive: true });
-  return { killed, result };
-}
