@@ -215,15 +215,15 @@ describe('device agent without a server', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('a crash between a seal and the record save loses nothing: the next seal finds the sealed layer', async () => {
-    const home = join(dir, 'home');
+  /** A desktop `work` checked out in `home` (no server): an empty image, an overlay that holds `pattern` at 0. */
+  async function checkedOut(home: string, pattern: number) {
     const agent = new DeviceAgent({ home });
     const store = await agent.store();
-    const base = join(dir, 'base.qcow2');
+    const base = join(dir, `base-${basename(home)}.qcow2`);
     qemu('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
     const image = await store.importImage(base, { format: 'qcow2' });
     const ov = await store.createOverlay(image.id, { label: 'local' });
-    qemu('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5e 0 1M', ov.path]);
+    qemu('qemu-io', ['-f', 'qcow2', '-c', `write -P ${pattern} 0 1M`, ov.path]);
     const d = { id: image.id, kind: image.kind, parent: image.parent, size: image.size, virtualSize: image.virtualSize };
     const rec: LocalDesktop = {
       version: 1, name: 'work', desktopId: DESKTOP_ID, server: 'http://127.0.0.1:1', deviceId: DEVICE_ID, state: 'checked-out', generation: 2,
@@ -232,6 +232,11 @@ describe('device agent without a server', () => {
       garbage: [], lostReason: null, maxChainLength: null, layersOperation: null,
     };
     await agent.records.save(rec);
+    return { agent, store, ov };
+  }
+
+  it('a crash between a seal and the record save loses nothing: the next seal finds the sealed layer', async () => {
+    const { agent, store, ov } = await checkedOut(join(dir, 'home'), 0x5e);
     const sealed = await store.seal(ov); // ... and the process dies before the record is saved
     const r = await agent.seal('work');
     assert.equal(r.layer, sealed.id, 'the orphaned layer is back in the chain');
@@ -245,22 +250,7 @@ describe('device agent without a server', () => {
 
   for (const stage of ['after blockdev-snapshot', 'after change-backing-file'] as const) {
     it(`a live seal interrupted ${stage} (the VM stopped under it): the newer overlay's writes stay in the chain`, async () => {
-      const home = join(dir, `home-${stage.split(' ')[1]!}`);
-      const agent = new DeviceAgent({ home });
-      const store = await agent.store();
-      const base = join(dir, `base-${stage.split(' ')[1]!}.qcow2`);
-      qemu('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
-      const image = await store.importImage(base, { format: 'qcow2' });
-      const ov = await store.createOverlay(image.id, { label: 'local' });
-      qemu('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x61 0 1M', ov.path]);
-      const d = { id: image.id, kind: image.kind, parent: image.parent, size: image.size, virtualSize: image.virtualSize };
-      const rec: LocalDesktop = {
-        version: 1, name: 'work', desktopId: DESKTOP_ID, server: 'http://127.0.0.1:1', deviceId: DEVICE_ID, state: 'checked-out', generation: 2,
-        operation: null, checkedOutAt: new Date().toISOString(), chain: [d], replicatedTop: image.id, replicatedAt: null, lastReplication: null,
-        overlay: ov, grant: null, lastContact: null, config: { memoryMiB: 64, cpus: 1, kernel: null, initrd: null, append: null },
-        garbage: [], lostReason: null, maxChainLength: null, layersOperation: null,
-      };
-      await agent.records.save(rec);
+      const { agent, store, ov } = await checkedOut(join(dir, `home-${stage.split(' ')[1]!}`), 0x61);
       // What the live seal had done: the next overlay, backed by the recorded one by name; the guest wrote there.
       const next = join(store.objectsDir, 'overlay-local-00000000000000aa.qcow2');
       qemu('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', basename(ov.path), '-F', 'qcow2', '-u', next, '64M']);
