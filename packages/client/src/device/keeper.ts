@@ -58,8 +58,6 @@ export interface KeeperOptions {
   pollMs?: number;
   signal?: AbortSignal;
   onEvent?: (e: KeeperEvent) => void;
-  /** Wall clock (ms); tests move it. */
-  now?: () => number;
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -69,7 +67,7 @@ const iso = (ms: number): string => new Date(ms).toISOString();
  * Errors of a replication are events, never thrown: the keeper goes on.
  */
 export async function runKeeper(agent: DeviceAgent, name: string, opts: KeeperOptions = {}): Promise<KeeperExit> {
-  const now = opts.now ?? Date.now;
+  const now = Date.now;
   const heartbeatEverySeconds = opts.heartbeatEverySeconds ?? 300;
   const retrySeconds = opts.retrySeconds ?? 60;
   const pollMs = opts.pollMs ?? 2000;
