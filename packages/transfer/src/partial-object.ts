@@ -334,7 +334,10 @@ async function readJournal(fh: FileHandle, pieces: number): Promise<number[]> {
  * Receives uncompressed frames' payloads straight into `partial` as they stream (views of the socket's read
  * buffer), hashing on the way: no piece buffer, no copy. A piece counts once its hash matched (markVerified);
  * a mismatch throws XFER_ERR_PIECE_HASH out of the stream. Compressed frames, and pieces already verified,
- * are declined (the caller receives them whole).
+ * are declined (the caller receives them whole). A piece that another stream verifies while this one is still
+ * receiving it (a sender's retry racing the connection it gave up on, whose bytes were still on their way) is
+ * not refused: the rest of this copy is read and dropped — never written over the verified piece — and the
+ * piece counts as held (as `accept` does for a whole duplicate).
  *   check(h)         called first for every frame; throws to refuse it (a piece nobody asked for)
  *   verify           false only for the benchmark mode that measures what hashing costs
  *   onBytes(view)    every payload byte as it goes by (wire accounting, compression samples)
@@ -344,18 +347,21 @@ export function streamPiecesInto(
   partial: PartialObject,
   hooks: { check?(h: FrameHeader): void; verify?: boolean; onBytes?(view: Buffer): void; onPiece(h: FrameHeader, fresh: boolean): void },
 ): DirectPayloads {
-  let piece: { index: number; at: number; hash: ReturnType<typeof pieceHasher> | null } | null = null;
+  let piece: { index: number; at: number; hash: ReturnType<typeof pieceHasher> | null; dropped: boolean } | null = null;
   return {
     start(h) {
       hooks.check?.(h);
       if (h.encoding !== ENCODING_RAW || partial.isVerified(h.index)) return false;
-      piece = { index: h.index, at: 0, hash: hooks.verify === false ? null : pieceHasher() };
+      piece = { index: h.index, at: 0, hash: hooks.verify === false ? null : pieceHasher(), dropped: false };
       return true;
     },
     bytes(view) {
       const p = piece!;
-      p.hash?.update(view);
-      partial.writeUnverified(p.index, p.at, view);
+      if (!p.dropped && partial.isVerified(p.index)) p.dropped = true;
+      if (!p.dropped) {
+        p.hash?.update(view);
+        partial.writeUnverified(p.index, p.at, view);
+      }
       p.at += view.length;
       hooks.onBytes?.(view);
     },
@@ -366,7 +372,7 @@ export function streamPiecesInto(
       if (p.at !== pieceRange(partial.manifest, h.index).length) {
         throw new TransferError('XFER_ERR_PIECE_HASH', `piece ${h.index} has ${p.at} bytes, the manifest says ${pieceRange(partial.manifest, h.index).length}`, { index: h.index });
       }
-      hooks.onPiece(h, partial.markVerified(h.index, p.hash?.digest() ?? expected));
+      hooks.onPiece(h, p.dropped ? false : partial.markVerified(h.index, p.hash?.digest() ?? expected));
     },
   };
 }

@@ -30,6 +30,18 @@ export interface UpgradedReceiveOptions {
 const LINGER_MS = 5_000;
 
 /**
+ * While stream bytes keep arriving, the client hears from the server at least this often: an interim response
+ * (RFC 9110 §15.2, "request progress"), which HTTP/1.1 clients skip — ours included (http1-response.ts) — before
+ * the final answer. Why: the client can only see its own writes, and once its last frame is in its kernel's send
+ * buffer (several MB on Linux) its socket stays quiet while those bytes cross a slow link — 4 MB take a minute at
+ * 64 KB/s. Its silence timer (upgraded-sender.ts) took that for a stall, gave up and sent the batch again, and the
+ * retry raced the abandoned connection's bytes, still arriving (reliability.md T6). With these, the client's
+ * silence means what it should: the server received nothing for that long.
+ */
+const PROGRESS_EVERY_MS = 10_000;
+const PROGRESS_RESPONSE = 'HTTP/1.1 102 Processing\r\n\r\n';
+
+/**
  * Switches `socket` (the upgrade request's, `head` = bytes read past its head) to the piece stream, feeds the
  * stream to `sink` and answers. Resolves once the connection is closed (so `opts.buffer` is free again);
  * never rejects. The sink is disposed either way.
@@ -38,6 +50,7 @@ export function receiveUpgraded(socket: Socket, head: Buffer, sink: PieceSink, o
   return new Promise<void>((resolve) => {
     let received = 0;
     let settled = false;
+    let lastProgress = performance.now();
 
     const finish = (outcome: { state: UploadState } | { error: unknown } | null): void => {
       if (settled) return;
@@ -62,6 +75,11 @@ export function receiveUpgraded(socket: Socket, head: Buffer, sink: PieceSink, o
     const onBytes = (view: Buffer): boolean => {
       if (settled) return true;
       received += view.length;
+      const now = performance.now();
+      if (now - lastProgress >= PROGRESS_EVERY_MS) {
+        lastProgress = now;
+        conn.write(PROGRESS_RESPONSE);
+      }
       if (received > opts.maxBytes) {
         fail(new TransferError('XFER_ERR_PROTOCOL', `the piece stream is longer than ${opts.maxBytes} bytes`, { max: opts.maxBytes }));
         return true;

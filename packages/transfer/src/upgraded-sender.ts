@@ -18,7 +18,11 @@ import { PIECES_CONTENT_TYPE, PIECES_UPGRADE } from './protocol.ts';
 
 /** An answer larger than this is not an upload state. */
 const MAX_ANSWER_BYTES = 1024 * 1024;
-/** A connection silent this long (no 101, no answer, no progress writing) is given up; the batch is retried. */
+/**
+ * A connection silent this long (no 101, no answer, no progress writing) is given up; the batch is retried. Once
+ * the last frame is in the kernel's send buffer nothing here shows those bytes leaving: the server's interim
+ * responses while it receives (upgraded-receiver.ts) are what keeps a slow but moving link from looking silent.
+ */
 const SILENCE_TIMEOUT_MS = 60_000;
 
 export interface UpgradedPut {

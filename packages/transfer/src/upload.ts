@@ -89,6 +89,15 @@ async function sendMissing(
           // After a failure, ask the server what it really holds: nothing verified is sent twice.
           const s = await sendJson<UploadState>(run.conn, { method: 'GET', path: `/uploads/${uploadId}`, signal: run.signal });
           const still = new Set(fromRanges(s.missing));
+          // Pieces of this batch that reached the server after all (an attempt that failed after they were verified,
+          // or bytes of a connection given up on that still arrived) are done: they count now, once — progress
+          // would otherwise end short of the total.
+          const arrived = indices.filter((i) => !still.has(i)).reduce((n, i) => n + pieceRange(m, i).length, 0);
+          if (arrived > 0) {
+            run.bytesTransferred += arrived;
+            p.bytesDone += arrived;
+            p.emit();
+          }
           indices = indices.filter((i) => still.has(i));
         }
         if (indices.length > 0) {

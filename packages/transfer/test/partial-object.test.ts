@@ -99,6 +99,29 @@ describe('PartialObject', () => {
     assert.deepEqual(await readFile(await p.finish()), data);
   });
 
+  it('a piece another stream verifies while this one is still receiving it: the rest is dropped, never written over it', async () => {
+    // A sender's retry racing the connection it gave up on, whose bytes were still on their way (reliability.md T6).
+    const p = await PartialObject.open(join(root, 'race'), manifest);
+    const late: Array<[number, boolean]> = [];
+    const retry: Array<[number, boolean]> = [];
+    const a = streamPiecesInto(p, { onPiece: (h, fresh) => late.push([h.index, fresh]) });
+    const b = streamPiecesInto(p, { onPiece: (h, fresh) => retry.push([h.index, fresh]) });
+    const head = { index: 2, encoding: ENCODING_RAW, payloadLength: piece(2).length, rawLength: piece(2).length };
+    assert.equal(a.start(head), true);
+    a.bytes(piece(2).subarray(0, 1000));
+    assert.equal(b.start(head), true);
+    b.bytes(piece(2));
+    b.end(head);
+    // The abandoned stream's rest arrives after the piece was verified: even bytes that differ change nothing.
+    const garbage = Buffer.alloc(piece(2).length - 1000, 0xee);
+    a.bytes(garbage);
+    a.end(head);
+    assert.deepEqual(retry, [[2, true]]);
+    assert.deepEqual(late, [[2, false]], 'the late copy counts as already held');
+    for (const i of [0, 1, 3, 4, 5]) await p.accept(i, piece(i));
+    assert.deepEqual(await readFile(await p.finish()), data, 'the verified piece is intact');
+  });
+
   it('refuses to finish while pieces are missing', async () => {
     const p = await PartialObject.open(join(root, 'd'), manifest);
     await assert.rejects(p.finish(), (e: unknown) => e instanceof TransferError && e.code === 'XFER_ERR_UPLOAD');
