@@ -37,8 +37,14 @@ import { pendingLayers, RecordStore, sealedTop, type LocalDesktop } from './reco
 
 /** Chains above the replicated top longer than this are compacted before they are sent (issue 5 item 6). */
 export const DEFAULT_MAX_CHAIN_LENGTH = 8;
-/** Offline detection: an online command gives up on the server after this long and works offline. */
-const QUICK_TIMEOUT_MS = 5000;
+/**
+ * Offline detection: a command that can work offline (start, status) gives up on the server after this long. A
+ * refused or unroutable connection fails at once; this is for a server that does not answer. Not shorter: a slow
+ * link's round trip (reliability.md T6: 2 s ± 1 s each way, behind transfer bytes) is an answer, not "offline".
+ */
+const QUICK_TIMEOUT_MS = 15_000;
+/** The heartbeat that opens a command which needs the server anyway (check-out, replicate, check-in). */
+const ONLINE_HEARTBEAT_MS = 30_000;
 const PROGRESS_POST_MS = 1000;
 
 export type AgentStep =
@@ -325,9 +331,13 @@ export class DeviceAgent {
     const reading = await this.clock.now();
     const lost: string[] = [];
     const invalid: string[] = [];
-    for (const r of records) {
-      const l = res.leases.find((x) => x.desktop === r.name);
+    for (const sent of records) {
+      const l = res.leases.find((x) => x.desktop === sent.name);
       if (l === undefined) continue;
+      // Read again: during the round trip another command (a check-in, the keeper's replication) may have changed
+      // or removed the record; a heartbeat must neither write back the old one nor bring a removed one back.
+      const r = await this.records.load(sent.name);
+      if (r === null || r.generation !== sent.generation || r.state === 'lost') continue;
       if (!l.valid) {
         invalid.push(r.name);
         // A check-in that committed before its answer was lost also reads as "moved away": checkin() tells
@@ -373,7 +383,7 @@ export class DeviceAgent {
       const step = (s: AgentStep, transfer?: TransferProgress, objects?: readonly StoredObject[]): void =>
         opts.onProgress?.({ step: s, desktop: name, ...(transfer !== undefined ? { transfer } : {}), ...(objects !== undefined ? { objects } : {}) });
       step('heartbeat');
-      await this.heartbeat();
+      await this.heartbeat({ timeoutMs: ONLINE_HEARTBEAT_MS });
       let rec = await this.records.load(name);
       if (rec !== null && rec.state === 'lost') {
         await this.#quarantineIfStopped(rec);
@@ -492,13 +502,27 @@ export class DeviceAgent {
   }
 
   /** Sends transfer progress to the operation at most once a second, never holding the transfer up. */
+  /**
+   * Posts the operation's progress to the server: at most one post in flight, and when it returns, the newest
+   * progress if there is one not yet sent. (Chaining every post made a slow link's check-in wait for a queue of
+   * round trips at its end.)
+   */
   #operationReporter(api: LeaseApi, operation: string | null) {
     let last = 0;
-    let pending: Promise<void> = Promise.resolve();
     let latest: OperationProgress | null = null;
-    const post = (p: OperationProgress): void => {
-      if (operation === null) return;
-      pending = pending.then(() => api.operationProgress(operation, p)).catch(() => undefined);
+    let posted: OperationProgress | null = null;
+    /** A post is due (the interval passed) but waits for the one in flight. */
+    let due = false;
+    let inFlight: Promise<void> | null = null;
+    const pump = (): void => {
+      if (operation === null || inFlight !== null || !due || latest === null) return;
+      due = false;
+      const p = latest;
+      posted = p;
+      inFlight = api.operationProgress(operation, p).catch(() => undefined).finally(() => {
+        inFlight = null;
+        pump();
+      });
     };
     return {
       update(phase: string, t: TransferProgress): void {
@@ -509,12 +533,14 @@ export class DeviceAgent {
         const now = performance.now();
         if (now - last >= PROGRESS_POST_MS || t.phase === 'done') {
           last = now;
-          post(latest);
+          due = true;
+          pump();
         }
       },
       async flush(): Promise<void> {
-        if (latest !== null) post(latest);
-        await pending;
+        if (latest !== posted) due = true;
+        pump();
+        while (inFlight !== null) await inFlight;
       },
     };
   }
@@ -676,7 +702,7 @@ export class DeviceAgent {
       const step = (s: AgentStep, transfer?: TransferProgress, objects?: readonly StoredObject[]): void =>
         opts.onProgress?.({ step: s, desktop: name, ...(transfer !== undefined ? { transfer } : {}), ...(objects !== undefined ? { objects } : {}) });
       step('heartbeat');
-      const hb = await this.heartbeat();
+      const hb = await this.heartbeat({ timeoutMs: ONLINE_HEARTBEAT_MS });
       if (!hb.online) throw new ClientError('CLIENT_ERR_UNREACHABLE', `cannot reach the server ${id.server}: ${hb.error ?? ''}`, { server: id.server, hint: 'replication needs the server; the local VM keeps working offline' });
       const rec = await this.records.require(name);
       if (rec.state === 'lost') {
@@ -761,7 +787,7 @@ export class DeviceAgent {
       }
       if (vm.running) await refuseDiskPause(name, vm, this.#objectsDir, 'check in');
       step('heartbeat');
-      const hb = await this.heartbeat();
+      const hb = await this.heartbeat({ timeoutMs: ONLINE_HEARTBEAT_MS });
       if (!hb.online) throw new ClientError('CLIENT_ERR_UNREACHABLE', `cannot reach the server ${id.server}: ${hb.error ?? ''}`, { server: id.server, hint: 'check-in needs the server; the desktop stays checked out here' });
       rec = await this.records.require(name);
       let stopped: StopResult | null = null;
