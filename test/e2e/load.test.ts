@@ -1,8 +1,9 @@
 /**
- * Load (reliability.md T35): ten devices check out ten desktops at once, each writes to its local disk, all check
- * in at once; then ten other devices check the same desktops out at once. Every operation completes, each lease
- * moved exactly as often as asked, both sides hold the same disk, the guest data is what each device wrote, and
- * afterwards no descriptor is left open and memory did not grow with the bytes moved (transfers stream).
+ * Load (reliability.md T35): ten devices (ROAMDESK_LOAD_DEVICES) check out ten desktops at once, each writes to its
+ * local disk, all check in at once; then ten other devices check the same desktops out at once. Every operation
+ * completes, each lease moved exactly as often as asked, both sides hold the same disk, the guest data is what
+ * each device wrote, and afterwards no descriptor is left open and memory did not grow with the bytes moved
+ * (transfers stream).
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -18,7 +19,8 @@ import { tempDir } from '../support/guest-vm.ts';
 import { api, boot, login } from '../support/server.ts';
 
 const MiB = 1024 * 1024;
-const DESKTOPS = 10;
+/** ROAMDESK_LOAD_DEVICES runs it at another scale (reliability.md T35 asks for 10, 50 and 100). */
+const DESKTOPS = Number(process.env['ROAMDESK_LOAD_DEVICES'] ?? 10);
 /** Random guest data in the image: the ten first check-outs move ten copies of it. */
 const IMAGE_DATA_MIB = 48;
 
@@ -73,7 +75,7 @@ describe(`load: ${DESKTOPS} devices check out, check in and check out again at o
       // 2. Each device writes its own pattern into its local disk (the local VM would; qemu-io does it here).
       for (const [i, a] of first.entries()) {
         const rec = await a.records.require(names[i]!);
-        sh('qemu-io', ['-f', 'qcow2', '-c', `write -P ${0x10 + i} ${(i + 1) * 4}M 4M`, rec.overlay!.path]);
+        sh('qemu-io', ['-f', 'qcow2', '-c', `write -P ${0x10 + i} ${((i % 50) + 1) * 4}M 4M`, rec.overlay!.path]);
       }
       // 3. Ten check-ins at once: each layer goes up, is checked and committed; the leases come back.
       const back = await Promise.all(names.map((n, i) => first[i]!.checkin(n)));
@@ -88,7 +90,7 @@ describe(`load: ${DESKTOPS} devices check out, check in and check out again at o
         // The disk the second device got is the one the first wrote, and the server's copy is the same.
         const rec = await second[i]!.records.require(n);
         const top = (await second[i]!.store()).objectPath(rec.chain.at(-1)!.id);
-        sh('qemu-io', ['-f', 'qcow2', '-r', '-c', `read -P ${0x10 + i} ${(i + 1) * 4}M 4M`, top]);
+        sh('qemu-io', ['-f', 'qcow2', '-r', '-c', `read -P ${0x10 + i} ${((i % 50) + 1) * 4}M 4M`, top]);
         const serverTop = join(data(), 'store', 'objects', `${rec.chain.at(-1)!.id}.qcow2`);
         assert.equal(spawnSync('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', 'qcow2', top, serverTop]).status, 0, `${n}: device and server disks differ`);
       }
@@ -115,10 +117,13 @@ describe(`load: ${DESKTOPS} devices check out, check in and check out again at o
     assert.deepEqual(stray, [], 'every socket is the listener or an idle connection between a device and this server');
     const established = ours.filter((l) => /^ESTAB\s/.test(l)).length;
     assert.ok(established <= 2 * 2 * DESKTOPS, `${established} connection ends open`);
-    // Twenty downloads of the 48 MiB image went through this process; buffering objects would need about a GiB. What
-    // does grow: the server's pool of 4 MiB piece buffers (at most 32 kept) and the buffers of the transfers in flight.
+    // Every download of the 48 MiB image went through this process; buffering objects would need GiBs. What does
+    // grow: the server's pool of 4 MiB piece buffers (at most 32 kept) and the buffers of the transfers in flight.
     const growth = (rssPeak - rssBefore) / MiB;
     t.diagnostic(`resident memory: ${(rssBefore / MiB).toFixed(0)} MiB before, peak ${(rssPeak / MiB).toFixed(0)} MiB; ${established} idle connection ends`);
-    assert.ok(growth < 512, `resident memory grew by ${growth.toFixed(0)} MiB while ${2 * DESKTOPS} devices moved ${2 * DESKTOPS * IMAGE_DATA_MIB} MiB`);
+    // It grows with the transfers in flight (each device's buffers), never with the bytes: measured +260 MiB at 10
+    // devices, +438 at 50, +756 at 100 (server and devices in this one process), while 0.96, 4.8 and 9.6 GB moved.
+    const bound = 256 + 8 * DESKTOPS;
+    assert.ok(growth < bound, `resident memory grew by ${growth.toFixed(0)} MiB (bound ${bound}) while ${2 * DESKTOPS} devices moved ${2 * DESKTOPS * IMAGE_DATA_MIB} MiB`);
   });
 });
