@@ -25,6 +25,7 @@ import type { ServerHandle } from '@roamdesk/server';
 
 import { runChild } from '../support/device-process.ts';
 import { tempDir } from '../support/guest-vm.ts';
+import { seededRandom } from '../support/prng.ts';
 import { api, boot, login } from '../support/server.ts';
 import { throttle } from '../support/throttle.ts';
 
@@ -54,18 +55,6 @@ interface DesktopModel {
   device: Content;
   /** Devices a rollback took the lease from, with what their disk held then (their record is still there). */
   stale: Map<Device, Content>;
-}
-
-/** mulberry32: a small seeded PRNG, so a history can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function sh(cmd: string, args: string[]): string {
@@ -124,7 +113,7 @@ describe(`soak: ${STEPS} random lease operations with a nemesis, checked against
   });
 
   it('every answer is the model\'s and the invariants hold after every step', async (t) => {
-    const random = prng(SEED);
+    const random = seededRandom(SEED);
     const initial = SLOTS.map((_, i) => 0x10 + i);
     const model = new Map(await Promise.all(DESKTOPS.map(async (n) => {
       const l = (await api(h, 'GET', `/desktops/${n}/lease`, token)).json<{ lease: Lease }>().lease;

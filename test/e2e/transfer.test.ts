@@ -21,6 +21,7 @@ import { computeManifest, downloadObjects, encodeFrameHeader, type ObjectDescrip
 
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
 import { tempDir } from '../support/guest-vm.ts';
+import { seededRandom } from '../support/prng.ts';
 import { api, boot, login } from '../support/server.ts';
 
 const MiB = 1024 * 1024;
@@ -232,14 +233,8 @@ describe('transfer engine end to end', () => {
   });
 
   it('survives 20 connection cuts at seeded random offsets: identical result, and each cut costs at most the piece it broke', async () => {
-    // mulberry32: a fixed seed, so a failure replays the same cuts.
-    let seed = 0x5eed1234;
-    const random = (): number => {
-      seed = (seed + 0x6d2b79f5) | 0;
-      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
+    // A fixed seed, so a failure replays the same cuts.
+    const random = seededRandom(0x5eed1234);
     // Offsets into the whole stream of piece bytes the device receives: cuts land anywhere in a request.
     const cuts = Array.from({ length: 20 }, () => Math.floor(random() * image.size));
     proxy.setCuts((p) => p.includes('/pieces?'), cuts);

@@ -1,6 +1,8 @@
 /** A bandwidth-limited (and optionally high-latency) TCP proxy on 127.0.0.1, so that a test can act in the middle of a transfer. */
 import { connect, createServer, type Socket } from 'node:net';
 
+import { seededRandom } from './prng.ts';
+
 export interface ThrottleOptions {
   /** One-way delay added to every chunk, in each direction (a long-distance or satellite link). Default 0. */
   latencyMs?: number;
@@ -33,17 +35,6 @@ export interface Throttle {
  */
 const REQUEST_LINE = /(?:^|\r\n)(GET|HEAD|POST|PUT|DELETE|PATCH) (\S+) HTTP\/1\.[01]\r\n/g;
 
-/** mulberry32: a tiny seeded PRNG in [0, 1). */
-function prng(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * A TCP proxy that limits the bytes per second through it (both directions, all connections together). Time spent
  * idle earns no credit: a transfer that starts after a quiet spell is as slow as one that starts at once (a test
@@ -60,7 +51,7 @@ export async function throttle(upstream: string, bytesPerSec: number, opts: Thro
   const target = new URL(upstream);
   let latency = opts.latencyMs ?? 0;
   let jitter = opts.jitterMs ?? 0;
-  const random = prng(opts.seed ?? 1);
+  const random = seededRandom(opts.seed ?? 1);
   const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
   let accepted = 0;
