@@ -32,6 +32,7 @@ import { checkGrant, verifyGrant, type GrantCheck } from './grant.ts';
 import { IdentityStore, type DeviceIdentity } from './identity.ts';
 import { localRunDir, localVm, localVmPause, refuseDiskPause, removeRunDir, resumeLocalVm, startLocalVm, stopLocalVm, withLocalQmp, DISK_DEVICE, type LocalVmInfo, type LocalVmPause, type StartLocalOptions, type StopResult } from './local-vm.ts';
 import { keeperPid, lockDesktop, SCHEDULED_REPLICATION, type Lock } from './lock.ts';
+import { operationReporter, type OperationReporter } from './operation-reporter.ts';
 import { quarantineDesktop, type QuarantineEntry } from './quarantine.ts';
 import { pendingLayers, RecordStore, sealedTop, type LocalDesktop } from './records.ts';
 
@@ -46,6 +47,8 @@ const QUICK_TIMEOUT_MS = 15_000;
 /** The heartbeat that opens a command which needs the server anyway (check-out, replicate, check-in). */
 const ONLINE_HEARTBEAT_MS = 30_000;
 const PROGRESS_POST_MS = 1000;
+/** An operation hears from the device at least this often while it transfers (operation-reporter.ts). */
+const PROGRESS_KEEPALIVE_MS = 60_000;
 
 export type AgentStep =
   | 'heartbeat' | 'checkout' | 'download' | 'verify' | 'overlay' | 'confirm' | 'stop' | 'seal' | 'compact' | 'upload'
@@ -502,47 +505,10 @@ export class DeviceAgent {
   }
 
   /** Sends transfer progress to the operation at most once a second, never holding the transfer up. */
-  /**
-   * Posts the operation's progress to the server: at most one post in flight, and when it returns, the newest
-   * progress if there is one not yet sent. (Chaining every post made a slow link's check-in wait for a queue of
-   * round trips at its end.)
-   */
-  #operationReporter(api: LeaseApi, operation: string | null) {
-    let last = 0;
-    let latest: OperationProgress | null = null;
-    let posted: OperationProgress | null = null;
-    /** A post is due (the interval passed) but waits for the one in flight. */
-    let due = false;
-    let inFlight: Promise<void> | null = null;
-    const pump = (): void => {
-      if (operation === null || inFlight !== null || !due || latest === null) return;
-      due = false;
-      const p = latest;
-      posted = p;
-      inFlight = api.operationProgress(operation, p).catch(() => undefined).finally(() => {
-        inFlight = null;
-        pump();
-      });
-    };
-    return {
-      update(phase: string, t: TransferProgress): void {
-        latest = {
-          phase, bytesDone: t.bytesDone, bytesTotal: t.bytesTotal, bytesOnWire: t.bytesOnWire, bytesSaved: t.bytesSaved,
-          rateBytesPerSec: t.rateBytesPerSec, etaSeconds: t.etaSeconds,
-        };
-        const now = performance.now();
-        if (now - last >= PROGRESS_POST_MS || t.phase === 'done') {
-          last = now;
-          due = true;
-          pump();
-        }
-      },
-      async flush(): Promise<void> {
-        if (latest !== posted) due = true;
-        pump();
-        while (inFlight !== null) await inFlight;
-      },
-    };
+  /** The progress of `operation` (null: none to report to) goes to the server while it runs (operation-reporter.ts). */
+  #operationReporter(api: LeaseApi, operation: string | null): OperationReporter {
+    const post = (p: OperationProgress): Promise<void> => (operation === null ? Promise.resolve() : api.operationProgress(operation, p));
+    return operationReporter(post, { everyMs: PROGRESS_POST_MS, keepaliveMs: PROGRESS_KEEPALIVE_MS });
   }
 
   /** Give the lease back before the check-out completed (`roamdesk checkout --cancel`). */
