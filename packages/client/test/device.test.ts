@@ -272,6 +272,33 @@ describe('device agent without a server', () => {
     });
   }
 
+  it('a heartbeat never writes back a record that changed, or was removed, during its round trip', async () => {
+    const home = join(dir, 'home-heartbeat');
+    await checkedOut(home, 0x33);
+    let during: (() => Promise<void>) | null = null;
+    const fetch = async (_url: string, init: RequestInit): Promise<Response> => {
+      const sent = JSON.parse(init.body as string) as { leases: Array<{ desktop: string; generation: number }> };
+      await during?.();
+      const device = { id: DEVICE_ID, name: 'laptop', owner: 'ann', createdAt: new Date().toISOString(), lastSeenAt: null, revokedAt: null };
+      return Response.json({ device, leases: sent.leases.map((l) => ({ ...l, valid: true })) });
+    };
+    const agent = new DeviceAgent({ home, fetch });
+    await agent.identity.save({ version: 1, server: 'http://127.0.0.1:1', id: DEVICE_ID, name: 'laptop', owner: 'ann', credential: `rdd_${'a'.repeat(43)}`, grantKey: 'unused', registeredAt: new Date().toISOString() });
+    // A check-in (or the keeper) adds a layer while the heartbeat is on its way: the layer stays in the record.
+    during = async () => {
+      const r = await agent.records.require('work');
+      r.chain.push({ ...r.chain[0]!, id: 'f'.repeat(64), kind: 'layer', parent: r.chain[0]!.id });
+      await agent.records.save(r);
+    };
+    assert.equal((await agent.heartbeat()).online, true);
+    assert.equal((await agent.records.require('work')).chain.length, 2, 'the change made during the round trip is kept');
+    assert.ok((await agent.records.require('work')).lastContact !== null, 'and the contact is recorded');
+    // A check-in that ends (its record removed) while the heartbeat is on its way: the record stays gone.
+    during = () => agent.records.remove('work');
+    await agent.heartbeat();
+    assert.equal(await agent.records.load('work'), null, 'a removed record is not brought back');
+  });
+
   it('a ROAMDESK_HOME too long for the local VM\'s sockets is named before anything starts', async () => {
     const home = join(dir, 'h'.repeat(80));
     const store = await Store.open(join(dir, 'long-store'));
