@@ -8,12 +8,14 @@
  * the API, exactly as a user's would be. The portal's Start and Force stop buttons are driven the same way.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
 import { findGuest, guestAppend } from '@roamdesk/cli';
+import { DeviceAgent } from '@roamdesk/client';
 import type { ServerHandle } from '@roamdesk/server';
 import { chromium, type Browser } from 'playwright-core';
 
@@ -162,6 +164,26 @@ describe('the console and the portal in a real browser', { skip: existsSync(CHRO
     assert.deepEqual(await ourQemus(dir), [], 'the VM is gone');
     const events = (await api(h, 'GET', '/events?desktop=desk&limit=10', token)).json<{ events: Array<{ action: string; detail: Record<string, unknown> }> }>().events;
     assert.equal(events.find((e) => e.action === 'desktop.stop')?.detail['force'], true, 'the portal asked for a forced stop');
+    assert.deepEqual(pageErrors, []);
+  }));
+
+  it('the portal shows a desktop checked out to a device, and when the server last got a copy of its work', () => withIdleDesktop('away', async ({ h, token, browser, dir }) => {
+    const laptop = new DeviceAgent({ home: join(dir, 'laptop'), session: { server: h.url, token } });
+    await laptop.register({ name: 'laptop' });
+    await laptop.checkout('away');
+    const overlay = (await laptop.records.require('away')).overlay!.path;
+    assert.equal(spawnSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', overlay]).status, 0);
+    await laptop.replicate('away');
+    const context = await browser.newContext();
+    await context.addInitScript({ content: `sessionStorage.setItem('roamdesk.token', ${JSON.stringify(token)});` });
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    await page.goto(`${h.url}/`);
+    const row = page.locator('#desktops tbody tr', { hasText: 'away' });
+    await row.waitFor();
+    assert.match(await row.textContent() ?? '', /checked out to laptop since .*\(lease \d+; last replicated [^)]+\)/);
+    assert.equal(await row.locator('button[data-action="start"]').count(), 0, 'no Start while it is checked out');
     assert.deepEqual(pageErrors, []);
   }));
 });

@@ -95,13 +95,14 @@ function action(/** @type {string} */ name, /** @type {string} */ label, /** @ty
   return button;
 }
 
-/** "server", or which device holds the lease and since when. */
+/** "server", or which device holds the lease, since when, and when the server last got a copy of its work. */
 function where(/** @type {any} */ d) {
   const lease = d.lease;
   if (d.location !== 'device' || lease === undefined || lease === null) return d.location;
   const since = new Date(lease.since).toLocaleString();
   const verb = lease.state === 'checking-out' ? 'being checked out to' : 'checked out to';
-  return `${verb} ${lease.deviceName ?? lease.deviceId} since ${since} (lease ${lease.generation})`;
+  const replicated = lease.replicatedAt === null || lease.replicatedAt === undefined ? '' : `; last replicated ${new Date(lease.replicatedAt).toLocaleString()}`;
+  return `${verb} ${lease.deviceName ?? lease.deviceId} since ${since} (lease ${lease.generation}${replicated})`;
 }
 
 /** A running operation's progress, as the transfer engine reports it: phase, percent, rate, ETA. */
