@@ -504,7 +504,6 @@ export class DeviceAgent {
     };
   }
 
-  /** Sends transfer progress to the operation at most once a second, never holding the transfer up. */
   /** The progress of `operation` (null: none to report to) goes to the server while it runs (operation-reporter.ts). */
   #operationReporter(api: LeaseApi, operation: string | null): OperationReporter {
     const post = (p: OperationProgress): Promise<void> => (operation === null ? Promise.resolve() : api.operationProgress(operation, p));
