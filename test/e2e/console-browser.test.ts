@@ -17,7 +17,7 @@ import { describe, it } from 'node:test';
 import { findGuest, guestAppend } from '@roamdesk/cli';
 import { DeviceAgent } from '@roamdesk/client';
 import type { ServerHandle } from '@roamdesk/server';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 
 import { tempDir } from '../support/guest-vm.ts';
 import { api, boot, createDesktop, killOurs, login, ourQemus, serial, until } from '../support/server.ts';
@@ -54,6 +54,17 @@ async function withIdleDesktop(name: string, fn: (s: { h: ServerHandle; token: s
     await killOurs(tmp.dir);
     await tmp.remove();
   }
+}
+
+/** The portal's page, logged in with `token`; errors the page throws are collected. */
+async function openPortal(browser: Browser, h: ServerHandle, token: string): Promise<{ page: Page; pageErrors: string[] }> {
+  const context = await browser.newContext();
+  await context.addInitScript({ content: `sessionStorage.setItem('roamdesk.token', ${JSON.stringify(token)});` });
+  const page = await context.newPage();
+  const pageErrors: string[] = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(`${h.url}/`);
+  return { page, pageErrors };
 }
 
 describe('the console and the portal in a real browser', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed` }, () => {
@@ -140,12 +151,7 @@ describe('the console and the portal in a real browser', { skip: existsSync(CHRO
   }));
 
   it('the portal starts a desktop, then force-stops it after a confirmation', () => withIdleDesktop('desk', async ({ h, token, browser, dir }) => {
-    const context = await browser.newContext();
-    await context.addInitScript({ content: `sessionStorage.setItem('roamdesk.token', ${JSON.stringify(token)});` });
-    const page = await context.newPage();
-    const pageErrors: string[] = [];
-    page.on('pageerror', (e) => pageErrors.push(e.message));
-    await page.goto(`${h.url}/`);
+    const { page, pageErrors } = await openPortal(browser, h, token);
     const row = page.locator('#desktops tbody tr', { hasText: 'desk' });
     await row.locator('button[data-action="start"]').click();
     await row.locator('a', { hasText: 'Open console' }).waitFor({ timeout: 60_000 });
@@ -174,12 +180,7 @@ describe('the console and the portal in a real browser', { skip: existsSync(CHRO
     const overlay = (await laptop.records.require('away')).overlay!.path;
     assert.equal(spawnSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', overlay]).status, 0);
     await laptop.replicate('away');
-    const context = await browser.newContext();
-    await context.addInitScript({ content: `sessionStorage.setItem('roamdesk.token', ${JSON.stringify(token)});` });
-    const page = await context.newPage();
-    const pageErrors: string[] = [];
-    page.on('pageerror', (e) => pageErrors.push(e.message));
-    await page.goto(`${h.url}/`);
+    const { page, pageErrors } = await openPortal(browser, h, token);
     const row = page.locator('#desktops tbody tr', { hasText: 'away' });
     await row.waitFor();
     assert.match(await row.textContent() ?? '', /checked out to laptop since .*\(lease \d+; last replicated [^)]+\)/);
