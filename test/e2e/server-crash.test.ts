@@ -1,7 +1,8 @@
 /**
- * The server process killed (SIGKILL) in the middle of a check-out and of a check-in, then started again on the
- * same data directory (reliability.md T2, T4, T11): the device's re-run completes, the lease moved exactly once,
- * both sides hold the same chain, and what was verified before the crash is not sent again.
+ * The server process killed (SIGKILL) in the middle of a check-out, of a check-in's upload and at its commit, then
+ * started again on the same data directory (reliability.md T2, T4, T11): the desktop is in the old state or the
+ * new one, never a mix; the device's re-run completes, the lease moved exactly once, both sides hold the same
+ * chain, and what was verified before the crash is not sent again.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawnSync } from 'node:child_process';
@@ -153,5 +154,50 @@ describe('the server killed mid check-out and mid check-in, then restarted on th
     assert.deepEqual([after.state, after.generation], ['server', before.generation + 1], 'one lease move, not two');
     assert.equal(await serverTop(), r.top);
     assert.ok(identical(serverObject(r.top), expected), 'the server shows the guest what the device showed it');
+  });
+
+  it('check-in: the server killed just as the commit goes out; after the restart the desktop is in the old state or the new one, never a mix, and the re-run ends in the new one, the lease moved once', async (t) => {
+    const agent = new DeviceAgent({ home: join(tmp.dir, 'device'), session: { server: link.url, token }, callTimeoutMs: 60_000 });
+    await agent.checkout('crash');
+    const rec = await agent.records.require('crash');
+    sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x4c 200M 8M', rec.overlay!.path]);
+    const expected = join(tmp.dir, 'expected-commit.qcow2');
+    sh('qemu-img', ['convert', '-f', 'qcow2', '-O', 'qcow2', rec.overlay!.path, expected]);
+    const before = await lease();
+    const topBefore = await serverTop();
+    const killed: Array<Promise<void>> = [];
+    // A few milliseconds after the device sends its commit: the kill lands before, inside or after the server's
+    // checks and transaction, depending on the machine; each outcome must be a whole state.
+    const onProgress = (p: AgentProgress): void => {
+      if (killed.length === 0 && p.step === 'commit') killed.push(new Promise((r) => setTimeout(r, 15)).then(() => crash(server)));
+    };
+    const first = await agent.checkin('crash', { onProgress }).then((r) => r, () => null);
+    assert.equal(killed.length, 1, 'the server was killed at the commit');
+    await Promise.all(killed);
+
+    server = await startServer(data(), port);
+    const mid = await lease();
+    const midTop = await serverTop();
+    t.diagnostic(`after the restart: ${mid.state === 'server' ? `committed before the kill, ${first !== null ? 'answered' : 'the answer lost'}` : 'not committed'}`);
+    if (mid.state === 'server') {
+      assert.equal(mid.generation, before.generation + 1, 'committed: the lease moved once');
+      assert.ok(identical(serverObject(midTop), expected), 'committed: the whole new state');
+    } else {
+      assert.deepEqual([mid.state, mid.generation, midTop], ['checked-out', before.generation, topBefore], 'not committed: the whole old state');
+    }
+    // (d) whatever the crash left under a final name is a whole object: its SHA-256 is its id.
+    const objects = spawnSync('sh', ['-c', `cd ${join(data(), 'store', 'objects')} && sha256sum [0-9a-f]*.qcow2`], { encoding: 'utf8' }).stdout.trim().split('\n');
+    for (const line of objects) {
+      const [hash, file] = line.split(/\s+/);
+      assert.equal(`${hash ?? ''}.qcow2`, file, `a stored object whose bytes are not its id: ${line}`);
+    }
+    // The device runs it again unless it got the answer (a commit whose answer was lost is answered again as the
+    // first time): either way the new state, and the lease moved once.
+    const r = first ?? (await agent.checkin('crash'));
+    assert.equal(await agent.local('crash'), null);
+    const after = await lease();
+    assert.deepEqual([after.state, after.generation], ['server', before.generation + 1], 'one lease move, not two');
+    assert.equal(await serverTop(), r.top);
+    assert.ok(identical(serverObject(r.top), expected));
   });
 });
