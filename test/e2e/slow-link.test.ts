@@ -247,7 +247,9 @@ describe('T6 slow link: 64 KB/s, 2 s ± 1 s latency', { timeout: 900_000 }, () =
     const m = await measured(async () => {
       const transfers = Promise.all([
         counted(downloadObjects({ store: receiver, remote, objects: [other], signal, onProgress: (p) => down.push(p) })),
-        counted(uploadObjects({ store: sender, remote, objects: [layer], signal, onProgress: (p) => up.push(p) })),
+        // Small pieces, so that the one batch holds several: the server's interim counts move the progress before
+        // its answer (upgraded-receiver.ts).
+        counted(uploadObjects({ store: sender, remote, objects: [layer], signal, pieceSize: 64 * 1024, onProgress: (p) => up.push(p) })),
       ]);
       // The device's heartbeats, one after the other while the transfers run (a bounded number).
       const beats: Array<HeartbeatResult & { during: boolean; grant: { issuedAt: number; ok: boolean } }> = [];
@@ -287,6 +289,8 @@ describe('T6 slow link: 64 KB/s, 2 s ± 1 s latency', { timeout: 900_000 }, () =
     assertMonotonic('download', down);
     assertMonotonic('upload', up);
     assert.equal(up.at(-1)?.bytesTotal, layer.size);
+    const midway = up.filter((p) => p.bytesDone > 0 && p.bytesDone < p.bytesTotal).map((p) => p.bytesDone);
+    assert.ok(new Set(midway).size >= 2, `the upload's progress moved while its one batch streamed: ${midway.join(', ')}`);
     assert.ok(m.connections <= MAX_CONNECTIONS, `${m.connections} connections for two transfers and ${beats.length} heartbeats`);
     const l = await lease('slow');
     assert.deepEqual([l.state, l.deviceName, l.generation], ['checked-out', 'slow-laptop', generation], 'the lease stayed with the device');

@@ -5,7 +5,7 @@
  *
  * What it accepts, and why it is strict: it talks to a Roamdesk server (or a proxy in front of one), so
  * anything odd is a protocol error rather than something to guess about.
- *   - status line `HTTP/1.x NNN reason` (§4); interim 1xx responses are skipped (§15.2 of RFC 9110);
+ *   - status line `HTTP/1.x NNN reason` (§4); interim 1xx responses are handed to `interim` or skipped (§15.2 of RFC 9110);
  *   - header fields `name: value`, obs-fold refused (§5.2), the head bounded (MAX_HEAD_BYTES);
  *   - message body length (§6.3): none for 1xx/204/304; `Transfer-Encoding: chunked` (chunk extensions
  *     ignored, trailers skipped, §7.1); otherwise `Content-Length` (one value, or repeats of the same value);
@@ -32,6 +32,8 @@ export interface ResponseHead {
 
 export interface ResponseHandlers {
   head(head: ResponseHead): void;
+  /** An interim (1xx) response's head; the final response follows. Skipped when not given. */
+  interim?(head: ResponseHead): void;
   /** A run of body bytes: a view of the buffer given to `feed`, valid only during the call. */
   body(chunk: Buffer): void;
   end(): void;
@@ -194,7 +196,8 @@ export class ResponseParser {
       headers.set(name, prev === undefined ? m[2]! : `${prev}, ${m[2]!}`);
     }
     if (status < 200) {
-      // An interim response (100 Continue, 103 Early Hints): the final one follows on the same connection.
+      // An interim response (100 Continue, 102 Processing, 103 Early Hints): the final one follows on the same connection.
+      this.h.interim?.({ status, reason: statusLine[3] ?? '', headers, contentLength: 0 });
       this.#state = 'head';
       return;
     }

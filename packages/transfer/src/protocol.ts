@@ -10,7 +10,8 @@
  *   GET    /uploads/:uploadId                   UploadState
  *   PUT    /uploads/:uploadId/pieces            frame stream → UploadState (every piece verified on arrival);
  *                                               with `Upgrade: roamdesk-pieces/1` the stream follows the 101
- *                                               on the same connection, closed by END_FRAME (upgraded-receiver.ts)
+ *                                               on the same connection, closed by END_FRAME; interim 102s
+ *                                               report the pieces taken so far (upgraded-receiver.ts)
  *   POST   /uploads/:uploadId/complete          → { object } (re-hashed, checked, published)
  *   DELETE /uploads/:uploadId                   abandon
  */
@@ -18,6 +19,12 @@ export const PIECES_CONTENT_TYPE = 'application/vnd.roamdesk.pieces';
 
 /** The Upgrade token (RFC 9110 §7.8) of a piece upload read straight from the server's socket. */
 export const PIECES_UPGRADE = 'roamdesk-pieces/1';
+
+/**
+ * In the server's interim responses on an upgraded piece stream: how many pieces of the stream it has taken so far
+ * (upgraded-receiver.ts). The client credits them to its progress before the batch is answered.
+ */
+export const PIECES_RECEIVED_HEADER = 'roamdesk-pieces-received';
 
 export type WireEncoding = 'raw' | 'zstd';
 

@@ -12,7 +12,7 @@
 import { type OnReadOpts, Socket, type SocketConstructorOpts } from 'node:net';
 
 import { TransferError } from './errors.ts';
-import { PIECES_UPGRADE, type UploadState } from './protocol.ts';
+import { PIECES_RECEIVED_HEADER, PIECES_UPGRADE, type UploadState } from './protocol.ts';
 import type { PieceSink } from './upload-registry.ts';
 
 export interface UpgradedReceiveOptions {
@@ -22,6 +22,8 @@ export interface UpgradedReceiveOptions {
   readonly maxBytes: number;
   /** A connection silent this long is given up. */
   readonly idleMs: number;
+  /** How often at most an interim response reports a moved piece count (default PROGRESS_EVERY_MS). */
+  readonly progressEveryMs?: number;
   /** The answer (status and JSON body) for the state reached, or for the error that ended the stream. */
   answer(outcome: { state: UploadState } | { error: unknown }): { status: number; body: unknown };
 }
@@ -30,16 +32,24 @@ export interface UpgradedReceiveOptions {
 const LINGER_MS = 5_000;
 
 /**
- * While stream bytes keep arriving, the client hears from the server at least this often: an interim response
- * (RFC 9110 §15.2, "request progress"), which HTTP/1.1 clients skip — ours included (http1-response.ts) — before
- * the final answer. Why: the client can only see its own writes, and once its last frame is in its kernel's send
- * buffer (several MB on Linux) its socket stays quiet while those bytes cross a slow link — 4 MB take a minute at
- * 64 KB/s. Its silence timer (upgraded-sender.ts) took that for a stall, gave up and sent the batch again, and the
- * retry raced the abandoned connection's bytes, still arriving (reliability.md T6). With these, the client's
- * silence means what it should: the server received nothing for that long.
+ * While stream bytes keep arriving, the client hears from the server: an interim response (RFC 9110 §15.2, "request
+ * progress") carrying how many pieces of the stream the server has taken so far (PIECES_RECEIVED_HEADER), at most
+ * once a second when that count moved, and at least every ten seconds in any case. HTTP/1.1 clients skip interim
+ * responses before the final answer; ours reads the count (upgraded-sender.ts).
+ *
+ * Why: the client can only see its own writes. Once its frames are in its kernel's send buffer (several MB on
+ * Linux) they cross a slow link with its socket quiet — 4 MB take a minute at 64 KB/s. Its progress used to move
+ * only when a batch was answered (a 32 MiB batch at 64 KB/s: nine minutes without a change), and its silence timer
+ * took the quiet for a stall, gave up and sent the batch again while the abandoned connection's bytes were still
+ * arriving (reliability.md T6). With these, its progress follows the pieces the server holds, and its silence means
+ * what it should: the server received nothing for that long.
  */
-const PROGRESS_EVERY_MS = 10_000;
-const PROGRESS_RESPONSE = 'HTTP/1.1 102 Processing\r\n\r\n';
+export const PROGRESS_EVERY_MS = 1_000;
+const KEEPALIVE_EVERY_MS = 10_000;
+
+function progressResponse(pieces: number): string {
+  return `HTTP/1.1 102 Processing\r\n${PIECES_RECEIVED_HEADER}: ${pieces}\r\n\r\n`;
+}
 
 /**
  * Switches `socket` (the upgrade request's, `head` = bytes read past its head) to the piece stream, feeds the
@@ -51,6 +61,8 @@ export function receiveUpgraded(socket: Socket, head: Buffer, sink: PieceSink, o
     let received = 0;
     let settled = false;
     let lastProgress = performance.now();
+    let lastPieces = 0;
+    const progressEvery = opts.progressEveryMs ?? PROGRESS_EVERY_MS;
 
     const finish = (outcome: { state: UploadState } | { error: unknown } | null): void => {
       if (settled) return;
@@ -76,9 +88,11 @@ export function receiveUpgraded(socket: Socket, head: Buffer, sink: PieceSink, o
       if (settled) return true;
       received += view.length;
       const now = performance.now();
-      if (now - lastProgress >= PROGRESS_EVERY_MS) {
+      const pieces = sink.piecesReceived;
+      if (now - lastProgress >= (pieces !== lastPieces ? progressEvery : KEEPALIVE_EVERY_MS)) {
         lastProgress = now;
-        conn.write(PROGRESS_RESPONSE);
+        lastPieces = pieces;
+        conn.write(progressResponse(pieces));
       }
       if (received > opts.maxBytes) {
         fail(new TransferError('XFER_ERR_PROTOCOL', `the piece stream is longer than ${opts.maxBytes} bytes`, { max: opts.maxBytes }));

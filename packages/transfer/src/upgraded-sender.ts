@@ -14,14 +14,15 @@ import { abortedError, connectionError, TransferError } from './errors.ts';
 import { END_FRAME } from './frames.ts';
 import { type Connection, remoteError, writeChunks } from './http.ts';
 import { ResponseParser } from './http1-response.ts';
-import { PIECES_CONTENT_TYPE, PIECES_UPGRADE } from './protocol.ts';
+import { PIECES_CONTENT_TYPE, PIECES_RECEIVED_HEADER, PIECES_UPGRADE } from './protocol.ts';
 
 /** An answer larger than this is not an upload state. */
 const MAX_ANSWER_BYTES = 1024 * 1024;
 /**
  * A connection silent this long (no 101, no answer, no progress writing) is given up; the batch is retried. Once
  * the last frame is in the kernel's send buffer nothing here shows those bytes leaving: the server's interim
- * responses while it receives (upgraded-receiver.ts) are what keeps a slow but moving link from looking silent.
+ * responses while it receives (upgraded-receiver.ts) are what keeps a slow but moving link from looking silent,
+ * and what moves the progress before the answer.
  */
 const SILENCE_TIMEOUT_MS = 60_000;
 
@@ -31,6 +32,8 @@ export interface UpgradedPut {
   readonly signal: AbortSignal;
   /** Writes the frames (awaiting `write` is backpressure); END_FRAME is added after it resolves. */
   readonly body: (write: (...chunks: Buffer[]) => Promise<void>) => Promise<void>;
+  /** The server's count of the stream's pieces it has taken so far, from its interim responses (rising). */
+  readonly onPiecesReceived?: (pieces: number) => void;
 }
 
 /**
@@ -90,6 +93,10 @@ export function putUpgraded(conn: Connection, put: UpgradedPut): Promise<string 
       let answerBytes = 0;
       const parser = new ResponseParser({
         head: (h) => { status = h.status; },
+        interim: (h) => {
+          const n = h.headers.get(PIECES_RECEIVED_HEADER);
+          if (n !== undefined && /^\d{1,9}$/.test(n)) put.onPiecesReceived?.(Number(n));
+        },
         body: (c) => {
           answerBytes += c.length;
           if (answerBytes > MAX_ANSWER_BYTES) throw new TransferError('XFER_ERR_PROTOCOL', `answer larger than ${MAX_ANSWER_BYTES} bytes`);

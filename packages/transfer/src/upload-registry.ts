@@ -41,6 +41,8 @@ export interface PieceSink {
   push(chunk: Buffer): Promise<void> | undefined;
   /** END_FRAME went by (an upgraded stream's end): nothing more may follow. */
   readonly ended: boolean;
+  /** Pieces of this stream taken so far: each verified and written, or found held already (a late duplicate). */
+  readonly piecesReceived: number;
   /** The stream ended: a protocol error unless between frames; answers what the server now holds. */
   end(): UploadState;
   /** Gives back the buffers (always, after end or a failure). */
@@ -146,7 +148,13 @@ export class UploadRegistry {
     const pool = this.#pools.pool(m.pieceSize);
     const codec = new PieceCodec();
     const whole: Frame[] = [];
-    const assembler = new FrameAssembler(pool, (f) => whole.push(f), streamPiecesInto(o.partial, { onPiece: () => this.#hashAhead(o) }));
+    let received = 0;
+    const assembler = new FrameAssembler(pool, (f) => whole.push(f), streamPiecesInto(o.partial, {
+      onPiece: () => {
+        received++;
+        this.#hashAhead(o);
+      },
+    }));
     let decoded: Buffer | null = null;
     let disposed = false;
     o.receiving++;
@@ -155,6 +163,7 @@ export class UploadRegistry {
         try {
           decoded ??= pool.take();
           if (await o.partial.accept(f.index, codec.decode(f.encoding, f.payload, f.rawLength, decoded))) this.#hashAhead(o);
+          received++;
         } finally {
           f.release();
         }
@@ -173,6 +182,9 @@ export class UploadRegistry {
       },
       get ended() {
         return assembler.ended;
+      },
+      get piecesReceived() {
+        return received;
       },
       end() {
         assembler.end();

@@ -80,24 +80,36 @@ async function sendMissing(
   const queue = new BatchQueue(planBatches(missing, maxPieces), maxPieces, run.opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
   const p = run.progress;
   let retrying = false;
+  /**
+   * Pieces counted in the progress: each once, whichever news comes first — the server's interim count while a
+   * batch streams, its answer, or (after a failed attempt) its state showing pieces that arrived after all.
+   * Progress would otherwise end short of the total, or pass it.
+   */
+  const counted = new Set<number>();
+  const count = (pieces: Iterable<number>): void => {
+    let bytes = 0;
+    for (const i of pieces) {
+      if (counted.has(i)) continue;
+      counted.add(i);
+      bytes += pieceRange(m, i).length;
+    }
+    if (bytes === 0) return;
+    run.bytesTransferred += bytes;
+    p.bytesDone += bytes;
+    p.emit();
+  };
   const worker = async (): Promise<void> => {
     for (let b = await queue.next(); b !== null; b = await queue.next()) {
       let indices = Array.from({ length: b.count }, (_, k) => b.first + k);
       let error: unknown = null;
       try {
         if (retrying) {
-          // After a failure, ask the server what it really holds: nothing verified is sent twice.
+          // After a failure, ask the server what it really holds: nothing verified is sent twice. Pieces of this
+          // batch that reached it after all (an attempt that failed after they were verified, or bytes of a
+          // connection given up on that still arrived) are done.
           const s = await sendJson<UploadState>(run.conn, { method: 'GET', path: `/uploads/${uploadId}`, signal: run.signal });
           const still = new Set(fromRanges(s.missing));
-          // Pieces of this batch that reached the server after all (an attempt that failed after they were verified,
-          // or bytes of a connection given up on that still arrived) are done: they count now, once — progress
-          // would otherwise end short of the total.
-          const arrived = indices.filter((i) => !still.has(i)).reduce((n, i) => n + pieceRange(m, i).length, 0);
-          if (arrived > 0) {
-            run.bytesTransferred += arrived;
-            p.bytesDone += arrived;
-            p.emit();
-          }
+          count(indices.filter((i) => !still.has(i)));
           indices = indices.filter((i) => still.has(i));
         }
         if (indices.length > 0) {
@@ -112,7 +124,10 @@ async function sendMissing(
             }, run.pools, run.signal);
           };
           const path = `/uploads/${uploadId}/pieces`;
-          const switched = run.upgradePieces ? await putUpgraded(run.conn, { path, signal: run.signal, body }) : null;
+          // The server takes a stream's pieces in the order they were sent (sendPieces keeps it).
+          const sending = indices;
+          const onPiecesReceived = (n: number): void => count(sending.slice(0, n));
+          const switched = run.upgradePieces ? await putUpgraded(run.conn, { path, signal: run.signal, body, onPiecesReceived }) : null;
           if (switched !== null) run.sentUpgraded = true;
           else {
             run.upgradePieces = false;
@@ -120,10 +135,7 @@ async function sendMissing(
             await drain(res);
           }
           run.controller.record(indices.reduce((n, i) => n + pieceRange(m, i).length, 0), compress);
-          const sent = indices.reduce((n, i) => n + pieceRange(m, i).length, 0);
-          run.bytesTransferred += sent;
-          p.bytesDone += sent;
-          p.emit();
+          count(indices);
         }
         queue.settle([]);
       } catch (e) {

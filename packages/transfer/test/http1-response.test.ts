@@ -338,6 +338,20 @@ describe('ResponseParser: examples', () => {
     assert.ok(o.done);
   });
 
+  it('hands interim responses to `interim` when asked, with their fields, before the final head', () => {
+    const seen: string[] = [];
+    const p = new ResponseParser({
+      head: (h) => seen.push(`head ${h.status}`),
+      interim: (h) => seen.push(`interim ${h.status} ${h.headers.get('roamdesk-pieces-received') ?? '-'}`),
+      body: () => undefined,
+      end: () => seen.push('end'),
+    });
+    const raw = bytes('HTTP/1.1 102 Processing\r\nRoamdesk-Pieces-Received: 3\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n');
+    // Byte by byte: heads split across feeds come out whole and in order.
+    for (let i = 0; i < raw.length; i++) p.feed(raw, i, i + 1);
+    assert.deepEqual(seen, ['interim 102 3', 'interim 102 -', 'head 200', 'end']);
+  });
+
   it('a chunked body: extensions ignored, trailers skipped, contentLength unknown', () => {
     const o = run([bytes('HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n5;name=value\r\nhello\r\nA ; a="b;c"\r\n, world!!!\r\n0;last\r\nX-Sum: 1\r\nX-Other: 2\r\n\r\nrest')]);
     assert.equal(o.heads[0]?.contentLength, null);

@@ -4,13 +4,16 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { createServer as createHttpServer, type IncomingMessage } from 'node:http';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import { TransferError } from '../src/errors.ts';
 import { BufferPool, END_FRAME, encodeFrameHeader, FrameAssembler } from '../src/frames.ts';
 import type { PieceSink } from '../src/upload-registry.ts';
+import { connect as connectRemote } from '../src/http.ts';
 import { receiveUpgraded, type UpgradedReceiveOptions } from '../src/upgraded-receiver.ts';
+import { putUpgraded } from '../src/upgraded-sender.ts';
 
 const STATE = { uploadId: 'u'.repeat(32), id: 'i'.repeat(64), complete: false, piecesTotal: 1, piecesVerified: 0, missing: [] };
 
@@ -21,7 +24,12 @@ class FakeSink implements PieceSink {
   disposed = 0;
   pushes = 0;
   waits = 0;
-  constructor(private readonly opts: { slowEvery?: number; failAt?: number } = {}) {}
+  /** With `pieceBytes`, a piece counts as taken once that many more bytes arrived (else none ever does). */
+  constructor(private readonly opts: { slowEvery?: number; failAt?: number; pieceBytes?: number } = {}) {}
+  get piecesReceived(): number {
+    const bytes = this.received.reduce((n, b) => n + b.length, 0);
+    return this.opts.pieceBytes === undefined ? 0 : Math.floor(bytes / this.opts.pieceBytes);
+  }
   push(chunk: Buffer): Promise<void> | undefined {
     this.pushes++;
     const all = Buffer.concat([...this.received, chunk]);
@@ -139,6 +147,43 @@ describe('upgraded piece stream', () => {
     await receiveUpgraded(await accepted, Buffer.alloc(0), new FakeSink(), options({ idleMs: 200 }));
     s.destroy();
     assert.match(got, /101[^]*XFER_ERR_NETWORK/);
+  });
+});
+
+describe('upgraded piece stream, both ends', () => {
+  it("the client hears the server's count of pieces taken while it streams, rising, before the answer", async () => {
+    const sink = new FakeSink({ pieceBytes: 100_000 });
+    const server = createHttpServer((_req, res) => res.writeHead(500).end());
+    const done: Array<Promise<void>> = [];
+    server.on('upgrade', (_req: IncomingMessage, socket: Socket, head: Buffer) => {
+      done.push(receiveUpgraded(socket, head, sink, options({ progressEveryMs: 5 })));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const remote = { apiBase: `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1`, token: 't' };
+    const conn = connectRemote(remote, 1);
+    const counts: number[] = [];
+    try {
+      // Ten "pieces" of 100 kB, a pause after each: the interim responses must come while the stream is going on.
+      const answer = await putUpgraded(conn, {
+        path: '/uploads/u/pieces', signal: new AbortController().signal,
+        body: async (write) => {
+          for (let i = 0; i < 10; i++) {
+            await write(randomBytes(100_000));
+            await new Promise((resolve) => setTimeout(resolve, 40));
+          }
+        },
+        onPiecesReceived: (n) => counts.push(n),
+      });
+      assert.match(answer ?? '', /"piecesVerified":1/);
+      await Promise.all(done);
+    } finally {
+      conn.agent.destroy();
+      server.close();
+    }
+    assert.ok(counts.length >= 3, `interim counts heard: ${counts.join(', ')}`);
+    assert.deepEqual(counts, [...counts].sort((a, b) => a - b), 'the count never goes back');
+    assert.ok(counts.every((n) => n >= 1 && n <= 10), counts.join(', '));
   });
 });
 
