@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 
 import type { Lease } from '@roamdesk/api';
 import { findGuest, guestAppend, parseGuestSerial, summarizeBoot, type GuestBuild } from '@roamdesk/cli';
-import { DeviceAgent, listQuarantine, localSerialLog, exportQuarantine, StateStore, type TimeSource } from '@roamdesk/client';
+import { DeviceAgent, DISK_DEVICE, listQuarantine, localSerialLog, exportQuarantine, StateStore, type TimeSource, withLocalQmp } from '@roamdesk/client';
 import type { ServerHandle } from '@roamdesk/server';
 import { Store } from '@roamdesk/store';
 import { TransferError, uploadObjects } from '@roamdesk/transfer';
@@ -189,7 +189,7 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     assert.deepEqual(last.written, [3]);
   });
 
-  it('live replicate while `stream` writes: every generation logged before the seal is on the server', async () => {
+  it('live replicate while `stream` writes: every generation logged before the seal is on the server, also across a live seal interrupted after its snapshot', async () => {
     await createDesktop(h, token, guest, 'live', guestAppend(guest, 'stream', { genKib: 256, intervalMs: 300 }));
     const j = agentFor('home-j');
     await j.register({ name: 'laptop-j' });
@@ -198,9 +198,25 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     await j.start('live');
     const writes = async (): Promise<number[]> => summarizeBoot(parseGuestSerial(await localSerialLog(j.home, desktopId, 4 * MiB))).written;
     await until('three streamed generations', async () => ((await writes()).length >= 3 ? true : undefined), 120_000);
+    // A live seal that died after its blockdev-snapshot (the monitor's answer lost, or the device process killed): the
+    // guest writes on into a newer overlay than the record names. The replicate must finish that seal first, not fail
+    // on it, nor leave out the writes made since.
+    const rec = await j.records.require('live');
+    await withLocalQmp(j.home, desktopId, async (qmp, activeNode) => {
+      const lossy = {
+        execute: (async (name: string, args?: unknown) => {
+          const r = await (qmp.execute as (n: string, a?: unknown) => Promise<unknown>)(name, args);
+          if (name === 'blockdev-snapshot') throw new Error('the monitor went away');
+          return r;
+        }) as typeof qmp.execute,
+      };
+      await assert.rejects((await j.store()).sealLive(rec.overlay!, { qmp: lossy, device: DISK_DEVICE, activeNode }), { code: 'STORE_ERR_SEAL_FAILED' });
+    });
+    const before = (await writes()).length;
+    await until('a generation written after the interrupted seal', async () => ((await writes()).length > before ? true : undefined), 60_000);
     const logged = await writes();
     const rep = await j.replicate('live');
-    assert.equal(rep.layersSent.length, 1);
+    assert.equal(rep.layersSent.length, 2, 'the interrupted seal, finished, and the new one');
     assert.equal((await j.vm('live')).running, true, 'the local VM kept running through the live seal');
     assert.equal(sha256(serverObject(rep.top)), rep.top, 'the server holds exactly the sealed bytes');
     await j.stop('live');

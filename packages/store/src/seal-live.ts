@@ -19,9 +19,11 @@
  *  - during 1–2: an unused new overlay file (verify() lists it; nothing references it). The VM runs on as before.
  *  - after 3, before 4: the VM writes into <new>, whose header names the old overlay by its file name, which
  *    exists: the chain is valid on disk. The caller's record of the overlay is stale; QEMU's block graph
- *    (query-block) is the truth, and sealing <old> offline later is safe (it is now read-only for QEMU).
+ *    (query-block) is the truth: `resumeLiveSeal` runs steps 4–5 while the VM runs, and sealing <old> offline
+ *    later is safe too (it is now read-only for QEMU). A blockdev-snapshot whose answer was lost may have taken
+ *    effect: <new> is deleted on failure only when query-block still shows the old top node.
  *  - after 4, before 5: the layer exists, and the old name still exists (same inode), so <new>'s header still
- *    resolves. This is why the old name is kept until 5 succeeded.
+ *    resolves. This is why the old name is kept until 5 succeeded. `resumeLiveSeal` finishes it (4 again is a no-op).
  *  - after 5: the old name is a redundant extra link to the layer (verify() reports it as a stale link until
  *    the caller removes it). If step 5 fails, <new>'s header still names it: it must stay.
  *
@@ -35,7 +37,7 @@ import { basename, dirname, join } from 'node:path';
 
 import { checkUntrustedLayer } from '@roamdesk/qcow2';
 import { type QemuImg, WRITABLE_NODE_OPTIONS } from '@roamdesk/qemu';
-import type { QmpClient } from '@roamdesk/qmp';
+import type { QmpBlockInfo, QmpClient } from '@roamdesk/qmp';
 
 import { discard, fsyncDir, fsyncPath } from './durable.ts';
 import { ParentMissingError, SealFailedError, type SealStep } from './errors.ts';
@@ -90,18 +92,10 @@ export async function sealLive(ctx: Ctx, overlay: Overlay, vm: LiveVm, opts: { l
   if (!(await ctx.layout.exists(ctx.layout.objectPath(overlay.parent)))) throw new ParentMissingError(overlay.parent, oldPath);
 
   // Precondition: activeNode is the device's top node and is the file we were given.
-  await step('precondition', async () => {
-    const blocks = await vm.qmp.execute('query-block');
-    const mine = blocks.find((b) => deviceMatches(b.qdev, vm.device) || b.device === vm.device);
-    const inserted = mine?.inserted;
-    if (inserted?.['node-name'] !== vm.activeNode) {
-      throw new SealFailedError(`device ${vm.device} does not have ${vm.activeNode} as its top node`, { step: 'precondition', found: inserted?.['node-name'] ?? null });
-    }
-    // QEMU reports a json: pseudo-filename when the node was opened with explicit child options; skip then.
-    if (!inserted.file.startsWith('json:') && inserted.file !== oldPath) {
-      throw new SealFailedError(`node ${vm.activeNode} is ${inserted.file}, not ${oldPath}`, { step: 'precondition', file: inserted.file });
-    }
-  });
+  const top = await topNodeFile(vm);
+  if (top !== null && top !== oldPath) {
+    throw new SealFailedError(`node ${vm.activeNode} is ${top}, not ${oldPath}`, { step: 'precondition', file: top });
+  }
   const oldHeader = await readHeader(oldPath);
 
   // 1. The next overlay, backing = the old overlay's file name (relative, resolved in objects/).
@@ -124,11 +118,26 @@ export async function sealLive(ctx: Ctx, overlay: Overlay, vm: LiveVm, opts: { l
     }));
     await step('blockdev-snapshot', () => vm.qmp.execute('blockdev-snapshot', { node: vm.activeNode, overlay: newNode }));
   } catch (e) {
-    await vm.qmp.execute('blockdev-del', { 'node-name': newNode }).catch(() => undefined);
-    await discard(newPath);
+    // The command may have taken effect although its answer was lost (the monitor connection broke): then the guest
+    // writes into <new> already, and deleting it would lose them. Only a VM that shows its old top node gets it back.
+    const stillOld = await vm.qmp.execute('query-block').then((b) => topOf(b, vm.device)?.['node-name'] === vm.activeNode, () => false);
+    if (stillOld) {
+      await vm.qmp.execute('blockdev-del', { 'node-name': newNode }).catch(() => undefined);
+      await discard(newPath);
+    }
     throw e;
   }
 
+  return finish(ctx, overlay, { path: newPath, node: newNode }, vm, opts);
+}
+
+/**
+ * Steps 4–5, for a seal whose blockdev-snapshot is done: `next` is the overlay the guest writes into now, resting on
+ * the old one (by its name, or by the layer id after step 5). Both steps may run again: publishing an id that exists
+ * does nothing, and change-backing-file writes the same name.
+ */
+async function finish(ctx: Ctx, overlay: Overlay, next: { path: string; node: string }, vm: LiveVm, opts: SealOptions): Promise<LiveSealResult> {
+  const oldPath = ctx.layout.overlayPath(overlay);
   // 4. The old overlay is now read-only in QEMU: check its header as we would any layer, hash, publish (keep name).
   const layer = await step('publish', async () => {
     const header = await readHeader(oldPath);
@@ -145,10 +154,60 @@ export async function sealLive(ctx: Ctx, overlay: Overlay, vm: LiveVm, opts: { l
 
   // 5. Name the layer by id in the new overlay's header (QEMU rewrites the header and flushes it).
   await step('change-backing-file', () => vm.qmp.execute('change-backing-file', {
-    device: newNode, 'image-node-name': newNode, 'backing-file': objectFileName(layer.id),
+    device: next.node, 'image-node-name': next.node, 'backing-file': objectFileName(layer.id),
   }));
-  await fsyncPath(newPath);
-  return { layer, overlay: { path: newPath, parent: layer.id }, activeNode: newNode, retired: oldPath };
+  await fsyncPath(next.path);
+  return { layer, overlay: { path: next.path, parent: layer.id }, activeNode: next.node, retired: oldPath };
+}
+
+/**
+ * Finishes a live seal that was interrupted after its blockdev-snapshot (the process died, or a later step failed)
+ * while the VM still runs: the guest writes into an overlay that rests on `overlay`, which the caller's record still
+ * names. Steps 4–5 run on it, so the writes made since are not left out of the chain. Null when the device's top
+ * node is `overlay` itself: nothing was interrupted. `vm.activeNode` is the device's top node now.
+ */
+export async function resumeLiveSeal(ctx: Ctx, overlay: Overlay, vm: LiveVm, opts: SealOptions = {}): Promise<LiveSealResult | null> {
+  const oldPath = ctx.layout.overlayPath(overlay);
+  const top = await topNodeFile(vm);
+  if (top === oldPath) return null;
+  const refuse = (why: string): SealFailedError =>
+    new SealFailedError(`the VM's disk is ${top ?? 'a node without a plain file name'}, ${why}`, { step: 'precondition', file: top, overlay: oldPath });
+  if (top === null || dirname(top) !== ctx.layout.objectsDir || !isOverlayFileName(basename(top))) throw refuse(`not ${oldPath} nor an overlay in ${ctx.layout.objectsDir}`);
+  const backing = (await readHeader(top)).backing?.name ?? null;
+  const mine = await stat(oldPath);
+  const restsOnOld = backing !== null && !backing.includes('/') && (backing === basename(oldPath) ||
+    await stat(join(ctx.layout.objectsDir, backing)).then((b) => b.ino === mine.ino && b.dev === mine.dev, () => false));
+  if (!restsOnOld) throw refuse(`which does not rest on ${oldPath}`);
+  return finish(ctx, overlay, { path: top, node: vm.activeNode }, vm, opts);
+}
+
+function topOf(blocks: readonly QmpBlockInfo[], device: string): QmpBlockInfo['inserted'] {
+  return blocks.find((b) => deviceMatches(b.qdev, device) || b.device === device)?.inserted;
+}
+
+/**
+ * Checks that `vm.activeNode` is the device's top node and answers its file's path. Null when QEMU reports a json:
+ * pseudo-filename (a node opened with explicit child options) that names no plain file.
+ */
+async function topNodeFile(vm: LiveVm): Promise<string | null> {
+  return step('precondition', async () => {
+    const inserted = topOf(await vm.qmp.execute('query-block'), vm.device);
+    if (inserted?.['node-name'] !== vm.activeNode) {
+      throw new SealFailedError(`device ${vm.device} does not have ${vm.activeNode} as its top node`, { step: 'precondition', found: inserted?.['node-name'] ?? null });
+    }
+    return plainFileName(inserted.file);
+  });
+}
+
+/** `json:{"driver":"qcow2","file":{"driver":"file","filename":"/x"}}` → "/x" (QEMU's pseudo-filenames); a path as is. */
+function plainFileName(file: string): string | null {
+  if (!file.startsWith('json:')) return file;
+  try {
+    const o = JSON.parse(file.slice(5)) as { file?: { driver?: unknown; filename?: unknown } };
+    return o.file?.driver === 'file' && typeof o.file.filename === 'string' ? o.file.filename : null;
+  } catch {
+    return null;
+  }
 }
 
 /**

@@ -19,7 +19,7 @@ import { importDifference, type DifferenceOptions } from './difference.ts';
 import { importImage, importLayer, type ImportImageOptions, type ImportOptions } from './import.ts';
 import { Layout, type Overlay } from './layout.ts';
 import { seal, type SealOptions } from './seal.ts';
-import { removeRetired, sealLive, type LiveSealResult, type LiveVm } from './seal-live.ts';
+import { removeRetired, resumeLiveSeal, sealLive, type LiveSealResult, type LiveVm } from './seal-live.ts';
 import type { ObjectInfo } from './sidecar.ts';
 import { verify, type VerifyOptions, type VerifyReport } from './verify.ts';
 import { fsyncPath } from './durable.ts';
@@ -203,6 +203,11 @@ export class Store {
   /** Online: the VM keeps running on a new overlay; the old overlay becomes a layer. See seal-live.ts. */
   async sealLive(overlay: Overlay, vm: LiveVm, opts: { label?: string } & SealOptions = {}): Promise<LiveSealResult> {
     return sealLive(this.#ctx(), overlay, vm, opts);
+  }
+
+  /** Finishes a live seal interrupted after its blockdev-snapshot while the VM runs on (null: none was). See seal-live.ts. */
+  async resumeLiveSeal(overlay: Overlay, vm: LiveVm, opts: SealOptions = {}): Promise<LiveSealResult | null> {
+    return resumeLiveSeal(this.#ctx(), overlay, vm, opts);
   }
 
   /** A live seal's `retired` name, once its VM has stopped (false: already gone). See seal-live.ts. */

@@ -132,4 +132,84 @@ describe('Store.sealLive with a running QEMU', { skip: haveQemu && haveQemuImg &
     const overlayLeft: Overlay = second.overlay;
     assert.ok((await stat(overlayLeft.path)).isFile());
   });
+
+  it('a seal interrupted after blockdev-snapshot (its answer lost, or a later step failed) keeps the new overlay, and resumeLiveSeal finishes it while the VM runs', async () => {
+    const store = await Store.open(join(dir, 'resume'));
+    mustSh('qemu-img', ['create', '-q', '-f', 'qcow2', join(dir, 'base2.qcow2'), '32M']);
+    const image = await store.importImage(join(dir, 'base2.qcow2'));
+    const ov0 = await store.createOverlay(image.id, { label: 'live' });
+    const sock = join(dir, 'qmp2.sock');
+    vm = spawn('qemu-system-x86_64', ['-machine', 'q35', '-nodefaults', '-display', 'none', '-S',
+      '-qmp', `unix:${sock},server=on,wait=off`,
+      '-blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'img', 'read-only': true,
+        file: { driver: 'file', filename: store.objectPath(image.id), 'read-only': true }, backing: null }),
+      '-blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'ov0', file: { driver: 'file', filename: ov0.path }, backing: 'img' }),
+      '-device', 'virtio-blk-pci,drive=ov0,id=disk0'], { stdio: 'ignore' });
+    qmp = await connect(sock);
+    const real = qmp;
+    const hmp = (cmd: string): Promise<string> => real.execute('human-monitor-command', { 'command-line': cmd });
+    const topNode = async (): Promise<string> => (await real.execute('query-block')).find((b) => b.qdev?.includes('/disk0/') === true)!.inserted!['node-name']!;
+    /** The monitor as a seal sees it, failing right after `command` took effect (as when the connection breaks then). */
+    const failingAfter = (command: string): Pick<QmpClient, 'execute'> => ({
+      execute: (async (name: string, args?: unknown) => {
+        const r = await (real.execute as (n: string, a?: unknown) => Promise<unknown>)(name, args);
+        if (name === command) throw new Error(`the monitor went away after ${command}`);
+        return r;
+      }) as QmpClient['execute'],
+    });
+    const overlaysNow = async (): Promise<string[]> => (await readdir(store.objectsDir)).filter((n) => n.startsWith('overlay-')).sort();
+
+    assert.equal(await hmp(`qemu-io -d ${QDEV} "write -P 0xa1 0 64k"`), '');
+    await assert.rejects(store.sealLive(ov0, { qmp: failingAfter('blockdev-snapshot'), device: 'disk0', activeNode: 'ov0' }), { code: 'STORE_ERR_SEAL_FAILED' });
+    const node1 = await topNode();
+    assert.notEqual(node1, 'ov0', 'the snapshot took effect');
+    const child1 = (await overlaysNow()).map((n) => join(store.objectsDir, n)).find((p) => p !== ov0.path);
+    assert.ok(child1 !== undefined && (await stat(child1)).isFile(), 'the overlay the guest writes into now was kept');
+    assert.equal(await hmp(`qemu-io -d ${QDEV} "write -P 0xb2 64k 64k"`), '');
+
+    // A record naming another overlay, or a node that is not the top one, is refused; nothing changes.
+    const stranger = await store.createOverlay(image.id, { label: 'other' });
+    await assert.rejects(store.resumeLiveSeal(stranger, { qmp: real, device: 'disk0', activeNode: node1 }), { code: 'STORE_ERR_SEAL_FAILED', message: /does not rest on/ });
+    await assert.rejects(store.resumeLiveSeal(ov0, { qmp: real, device: 'disk0', activeNode: 'ov0' }), { code: 'STORE_ERR_SEAL_FAILED', message: /top node/ });
+    await store.discardOverlay(stranger);
+
+    const r1 = await store.resumeLiveSeal(ov0, { qmp: real, device: 'disk0', activeNode: node1 });
+    assert.ok(r1 !== null);
+    assert.deepEqual([r1.overlay.path, r1.activeNode, r1.retired, r1.layer.parent], [child1, node1, ov0.path, image.id]);
+    assert.ok(readsPattern(store.objectPath(r1.layer.id), '0xa1', '0', '64k'), 'the layer holds the writes before the snapshot');
+    assert.ok(readsPattern(store.objectPath(r1.layer.id), '0', '64k', '64k'), '…and not those after it');
+    const header = JSON.parse(mustSh('qemu-img', ['info', '-U', '-f', 'qcow2', '--output=json', child1])) as Record<string, unknown>;
+    assert.equal(header['backing-filename'], `${r1.layer.id}.qcow2`);
+    assert.equal(await store.resumeLiveSeal(r1.overlay, { qmp: real, device: 'disk0', activeNode: node1 }), null, 'nothing left to finish');
+
+    // Interrupted one step later: published, but the new overlay's header not yet changed. Finishing publishes nothing twice.
+    await assert.rejects(store.sealLive(r1.overlay, { qmp: failingAfter('blockdev-snapshot'), device: 'disk0', activeNode: node1 }));
+    const node2 = await topNode();
+    const r2 = await store.resumeLiveSeal(r1.overlay, { qmp: failingAfter('never'), device: 'disk0', activeNode: node2 });
+    assert.ok(r2 !== null && r2.layer.parent === r1.layer.id);
+    assert.ok(readsPattern(store.objectPath(r2.layer.id), '0xb2', '64k', '64k'), 'the second layer holds the write made after the first interruption');
+    assert.equal(await hmp(`qemu-io -d ${QDEV} "write -P 0xc3 128k 64k"`), '');
+    await assert.rejects(store.sealLive(r2.overlay, { qmp: failingAfter('change-backing-file'), device: 'disk0', activeNode: node2 }), { code: 'STORE_ERR_SEAL_FAILED', message: /change-backing-file/ });
+    const node3 = await topNode();
+    const r3 = await store.resumeLiveSeal(r2.overlay, { qmp: real, device: 'disk0', activeNode: node3 });
+    assert.ok(r3 !== null && r3.layer.parent === r2.layer.id);
+    assert.ok(readsPattern(store.objectPath(r3.layer.id), '0xc3', '128k', '64k'));
+    // And a plain live seal goes on from there.
+    assert.equal(await hmp(`qemu-io -d ${QDEV} "write -P 0xd4 192k 64k"`), '');
+    const r4 = await store.sealLive(r3.overlay, { qmp: real, device: 'disk0', activeNode: node3 });
+    assert.deepEqual((await store.chain(r4.layer.id)).map((o) => o.id), [image.id, r1.layer.id, r2.layer.id, r3.layer.id, r4.layer.id]);
+    for (const [pattern, at] of [['0xa1', '0'], ['0xb2', '64k'], ['0xc3', '128k'], ['0xd4', '192k']] as const) {
+      assert.ok(readsPattern(store.objectPath(r4.layer.id), pattern, at, '64k'), `${pattern} at ${at} in the chain`);
+    }
+    for (const o of [r1.layer, r2.layer, r3.layer, r4.layer]) assert.equal(await sha256File(store.objectPath(o.id)), o.id);
+
+    await real.execute('quit').catch(() => undefined);
+    await real.close().catch(() => undefined);
+    qmp = null;
+    await new Promise<void>((r) => { if (vm!.exitCode !== null || vm!.signalCode !== null) r(); else vm!.once('exit', () => r()); });
+    for (const r of [r1, r2, r3, r4]) assert.equal(await store.removeRetired(r.retired), true);
+    const report = await store.verify();
+    assert.equal(report.ok, true, JSON.stringify(report.problems));
+    assert.equal(report.overlays, 1);
+  });
 });

@@ -19,7 +19,7 @@ import { basename, join } from 'node:path';
 
 import type { Device, LeaseResponse, OperationProgress, StoredObject } from '@roamdesk/api';
 import { QemuImg } from '@roamdesk/qemu';
-import { hasOwnClusters, readHeader, Store, type ObjectInfo, type SealOptions } from '@roamdesk/store';
+import { hasOwnClusters, type LiveSealResult, readHeader, Store, type ObjectInfo, type SealOptions } from '@roamdesk/store';
 import type { ManifestCache, TransferProgress, TransferReport } from '@roamdesk/transfer';
 
 import { ApiError, ClientError } from '../errors.ts';
@@ -970,12 +970,19 @@ export class DeviceAgent {
 
   async #sealLive(rec: LocalDesktop, store: Store, qmp: Parameters<Store['sealLive']>[1]['qmp'], activeNode: string): Promise<void> {
     if (rec.overlay === null) throw new DeviceError('DEVICE_ERR_STATE_INVALID', `the record of ${rec.name} has no overlay while its VM runs`, {});
-    const overlay = rec.overlay;
-    const r = await this.#withManifest((o) => store.sealLive(overlay, { qmp, device: DISK_DEVICE, activeNode }, { label: 'local', ...o }), (x) => x.layer);
-    rec.chain.push(describe(r.layer));
-    rec.overlay = r.overlay;
-    rec.retired = [...(rec.retired ?? []), basename(r.retired)];
-    await this.records.save(rec);
+    const record = async (r: LiveSealResult): Promise<void> => {
+      rec.chain.push(describe(r.layer));
+      rec.overlay = r.overlay;
+      rec.retired = [...(rec.retired ?? []), basename(r.retired)];
+      await this.records.save(rec);
+    };
+    // A seal interrupted after its blockdev-snapshot (this process died) left the guest writing into a newer overlay
+    // than the record names: finish that one first (#adoptInterruptedLiveSeal does it once the VM has stopped).
+    const resumed = await store.resumeLiveSeal(rec.overlay, { qmp, device: DISK_DEVICE, activeNode });
+    if (resumed !== null) await record(resumed);
+    const overlay = resumed?.overlay ?? rec.overlay;
+    const live = { qmp, device: DISK_DEVICE, activeNode: resumed?.activeNode ?? activeNode };
+    await record(await this.#withManifest((o) => store.sealLive(overlay, live, { label: 'local', ...o }), (x) => x.layer));
   }
 
   /**

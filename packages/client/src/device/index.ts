@@ -8,7 +8,7 @@ export { advance, CLOCK_FILE, DeviceClock, offlineElapsed, systemTime, type Cloc
 export { DEVICE_ERROR_CODES, DeviceError, type DeviceErrorCode } from './errors.ts';
 export { checkGrant, verifyGrant, type GrantCheck } from './grant.ts';
 export { DEVICE_FILE, IdentityStore, type DeviceIdentity } from './identity.ts';
-export { chooseDisplay, DISK_DEVICE, localRunDir, localSerialLog, localVm, type LocalVmInfo, type LocalVmPause, type StartLocalOptions, type StopResult } from './local-vm.ts';
+export { chooseDisplay, DISK_DEVICE, localRunDir, localSerialLog, localVm, withLocalQmp, type LocalVmInfo, type LocalVmPause, type StartLocalOptions, type StopResult } from './local-vm.ts';
 export { keeperPlan, runKeeper, type KeeperEvent, type KeeperExit, type KeeperOptions, type KeeperPlan, type KeeperPlanInput } from './keeper.ts';
 export { keeperPid, lockDesktop, lockKeeper, SCHEDULED_REPLICATION, type Lock, type LockWait } from './lock.ts';
 export { exportQuarantine, listQuarantine, QUARANTINE_DIR, quarantineDesktop, readEntry, type QuarantineEntry } from './quarantine.ts';
