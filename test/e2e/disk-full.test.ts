@@ -6,22 +6,25 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import type { Desktop, Event } from '@roamdesk/api';
+import type { Desktop, Event, Lease } from '@roamdesk/api';
 import { findGuest, guestAppend, parseGuestSerial } from '@roamdesk/cli';
+import { DeviceAgent } from '@roamdesk/client';
 
 import { inNamespaceOf } from '../support/cli.ts';
 import { tempDir } from '../support/guest-vm.ts';
 import { killOurs, spawnServer, until } from '../support/server.ts';
+import { throttle } from '../support/throttle.ts';
 
 const MiB = 1024 * 1024;
 const ADMIN = 'admin-password-disk-full';
 
-describe("the server's disk fills up under a running desktop (a real tmpfs)", () => {
+describe("the server's disk fills up (a real tmpfs)", () => {
   let tmp: Awaited<ReturnType<typeof tempDir>>;
   let server: { child: ChildProcess; url: string; log: () => string } | undefined;
   let token = '';
@@ -132,5 +135,68 @@ describe("the server's disk fills up under a running desktop (a real tmpfs)", ()
     }, 120_000);
     assert.deepEqual([verified.count, verified.ok], [written, true]);
     await ok('POST', '/desktops/full/stop?force=true');
+  });
+
+  it("a check-in whose upload fills the server's disk fails with what to do, and changes nothing: lease, desktop, store; with room the re-run completes without sending the kept pieces again", async (t) => {
+    await ok('POST', '/desktops', { name: 'away', image: 'guest', owner: 'admin', memoryMiB: 256, cpus: 1 });
+    // The device's calls cross a 4 MB/s link, so the test can act in the middle of the upload.
+    const link = await throttle(server!.url, 4 * MiB);
+    const agent = new DeviceAgent({ home: join(tmp.dir, 'device'), session: { server: link.url, token }, callTimeoutMs: 120_000 });
+    try {
+      await agent.register({ name: 'full-laptop' });
+      await agent.checkout('away');
+      // 24 MiB of local work that does not compress.
+      const rec = await agent.records.require('away');
+      const random = join(tmp.dir, 'random');
+      await writeFile(random, randomBytes(24 * MiB));
+      const io = spawnSync('qemu-io', ['-f', 'qcow2', '-c', `write -s ${random} 1M 24M`, rec.overlay!.path], { encoding: 'utf8' });
+      assert.equal(io.status, 0, io.stderr);
+      const lease = async (): Promise<Lease> => (await ok('GET', '/desktops/away/lease')).lease as Lease;
+      const objects = async (): Promise<string[]> => ((await ok('GET', '/desktops/away/objects')).objects as Array<{ id: string }>).map((o) => o.id);
+      const before = { lease: await lease(), objects: await objects() };
+      assert.equal(before.lease.state, 'checked-out');
+
+      const checkin = agent.checkin('away');
+      const up0 = link.bytes().up;
+      await until('8 MiB of the upload on the server', () => Promise.resolve(link.bytes().up - up0 > 8 * MiB ? true : undefined), 60_000);
+      // Leave about 1 MiB free (the upload writes on meanwhile: measure again until a remount fits).
+      for (let i = 0; ; i++) {
+        const used = Number(inNs(['df', '-B1', '--output=used', data()]).split('\n')[1]);
+        const [cmd, ...prefix] = inNamespaceOf(server!.child.pid);
+        if (spawnSync(cmd!, [...prefix, 'mount', '-o', `remount,size=${used + MiB}`, data()]).status === 0) break;
+        assert.ok(i < 20, 'the tmpfs could be shrunk under the upload');
+      }
+      const err = await checkin.then(() => null, (e: unknown) => e as { code?: string; message?: string; data?: Record<string, string | undefined> });
+      inNs(['mount', '-o', 'remount,size=512m', data()]);
+      assert.ok(err !== null, 'the check-in failed');
+      assert.equal(err.data?.['code'] ?? err.code, 'XFER_ERR_NO_SPACE', `${err.code}: ${err.message} ${JSON.stringify(err.data)}`);
+      assert.match(String(err.data?.['hint'] ?? ''), /administrator/, JSON.stringify(err.data));
+      // Nothing changed where it counts: the lease is the device's at the same generation, the desktop's chain is
+      // the same, no layer of the device's was published, and the device still holds its work.
+      const after1 = { lease: await lease(), objects: await objects() };
+      assert.deepEqual([after1.lease.state, after1.lease.deviceName, after1.lease.generation], ['checked-out', 'full-laptop', before.lease.generation]);
+      assert.deepEqual(after1.objects, before.objects);
+      const local = await agent.records.require('away');
+      const sealed = local.chain.at(-1)!;
+      assert.ok(!before.objects.includes(sealed.id), 'the device sealed its work into a layer');
+      assert.equal((await call('GET', `/objects/${sealed.id}`)).status, 404, 'the layer is not on the server');
+      // The device keeps the desktop with its work sealed, the check-in to finish (a `start` meanwhile goes on
+      // working on a fresh overlay over it).
+      assert.equal(local.state, 'checking-in');
+
+      // Room again: the same command completes; what the server verified before the disk filled is not sent again.
+      const up1 = link.bytes().up;
+      const done = await agent.checkin('away');
+      const resent = link.bytes().up - up1;
+      t.diagnostic(`layer ${sealed.size} bytes; ${up1 - up0} bytes up before the disk filled; the re-run sent ${resent}`);
+      assert.equal(done.top, sealed.id);
+      assert.ok(resent < sealed.size - 4 * MiB, `the re-run sent ${resent} bytes for a ${sealed.size}-byte layer`);
+      const l = await lease();
+      assert.deepEqual([l.state, l.generation], ['server', before.lease.generation + 1]);
+      assert.deepEqual(await objects(), [...before.objects, sealed.id]);
+      assert.equal(inNs(['sha256sum', join(data(), 'store', 'objects', `${sealed.id}.qcow2`)]).slice(0, 64), sealed.id, 'the server holds exactly the sealed bytes');
+    } finally {
+      await link.close();
+    }
   });
 });
