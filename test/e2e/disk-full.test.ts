@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 
 import type { Desktop, Event, Lease } from '@roamdesk/api';
 import { findGuest, guestAppend, parseGuestSerial } from '@roamdesk/cli';
-import { DeviceAgent } from '@roamdesk/client';
+import { type AgentProgress, DeviceAgent } from '@roamdesk/client';
 
 import { inNamespaceOf } from '../support/cli.ts';
 import { tempDir } from '../support/guest-vm.ts';
@@ -137,44 +137,56 @@ describe("the server's disk fills up (a real tmpfs)", () => {
     await ok('POST', '/desktops/full/stop?force=true');
   });
 
-  it("a check-in whose upload fills the server's disk fails with what to do, and changes nothing: lease, desktop, store; with room the re-run completes without sending the kept pieces again", async (t) => {
-    await ok('POST', '/desktops', { name: 'away', image: 'guest', owner: 'admin', memoryMiB: 256, cpus: 1 });
-    // The device's calls cross a 4 MB/s link, so the test can act in the middle of the upload.
+  /**
+   * A desktop checked out to a device of its own (its calls through a 4 MB/s link, so a test can act in the middle of
+   * its upload), with `mib` MiB of local work that does not compress.
+   */
+  async function awayWithWork(name: string, mib: number) {
+    await ok('POST', '/desktops', { name, image: 'guest', owner: 'admin', memoryMiB: 256, cpus: 1 });
     const link = await throttle(server!.url, 4 * MiB);
-    const agent = new DeviceAgent({ home: join(tmp.dir, 'device'), session: { server: link.url, token }, callTimeoutMs: 120_000 });
+    const agent = new DeviceAgent({ home: join(tmp.dir, `device-${name}`), session: { server: link.url, token }, callTimeoutMs: 120_000 });
+    await agent.register({ name: `${name}-laptop` });
+    await agent.checkout(name);
+    const rec = await agent.records.require(name);
+    const random = join(tmp.dir, `random-${name}`);
+    await writeFile(random, randomBytes(mib * MiB));
+    const io = spawnSync('qemu-io', ['-f', 'qcow2', '-c', `write -s ${random} 1M ${mib}M`, rec.overlay!.path], { encoding: 'utf8' });
+    assert.equal(io.status, 0, io.stderr);
+    const lease = async (): Promise<Lease> => (await ok('GET', `/desktops/${name}/lease`)).lease as Lease;
+    const objects = async (): Promise<string[]> => ((await ok('GET', `/desktops/${name}/objects`)).objects as Array<{ id: string }>).map((o) => o.id);
+    return { agent, link, lease, objects };
+  }
+
+  /** Leaves about `free` bytes free on the server's tmpfs (it may be written meanwhile: measured again until a remount fits). */
+  function shrink(free: number): void {
+    for (let i = 0; ; i++) {
+      const used = Number(inNs(['df', '-B1', '--output=used', data()]).split('\n')[1]);
+      const [cmd, ...prefix] = inNamespaceOf(server!.child.pid);
+      if (spawnSync(cmd!, [...prefix, 'mount', '-o', `remount,size=${used + free}`, data()]).status === 0) return;
+      assert.ok(i < 20, 'the tmpfs could be shrunk');
+    }
+  }
+  const roomAgain = (): void => void inNs(['mount', '-o', 'remount,size=512m', data()]);
+
+  it("a check-in whose upload fills the server's disk fails with what to do, and changes nothing: lease, desktop, store; with room the re-run completes without sending the kept pieces again", async (t) => {
+    const { agent, link, lease, objects } = await awayWithWork('away', 24);
     try {
-      await agent.register({ name: 'full-laptop' });
-      await agent.checkout('away');
-      // 24 MiB of local work that does not compress.
-      const rec = await agent.records.require('away');
-      const random = join(tmp.dir, 'random');
-      await writeFile(random, randomBytes(24 * MiB));
-      const io = spawnSync('qemu-io', ['-f', 'qcow2', '-c', `write -s ${random} 1M 24M`, rec.overlay!.path], { encoding: 'utf8' });
-      assert.equal(io.status, 0, io.stderr);
-      const lease = async (): Promise<Lease> => (await ok('GET', '/desktops/away/lease')).lease as Lease;
-      const objects = async (): Promise<string[]> => ((await ok('GET', '/desktops/away/objects')).objects as Array<{ id: string }>).map((o) => o.id);
       const before = { lease: await lease(), objects: await objects() };
       assert.equal(before.lease.state, 'checked-out');
 
       const checkin = agent.checkin('away');
       const up0 = link.bytes().up;
       await until('8 MiB of the upload on the server', () => Promise.resolve(link.bytes().up - up0 > 8 * MiB ? true : undefined), 60_000);
-      // Leave about 1 MiB free (the upload writes on meanwhile: measure again until a remount fits).
-      for (let i = 0; ; i++) {
-        const used = Number(inNs(['df', '-B1', '--output=used', data()]).split('\n')[1]);
-        const [cmd, ...prefix] = inNamespaceOf(server!.child.pid);
-        if (spawnSync(cmd!, [...prefix, 'mount', '-o', `remount,size=${used + MiB}`, data()]).status === 0) break;
-        assert.ok(i < 20, 'the tmpfs could be shrunk under the upload');
-      }
+      shrink(MiB);
       const err = await checkin.then(() => null, (e: unknown) => e as { code?: string; message?: string; data?: Record<string, string | undefined> });
-      inNs(['mount', '-o', 'remount,size=512m', data()]);
+      roomAgain();
       assert.ok(err !== null, 'the check-in failed');
       assert.equal(err.data?.['code'] ?? err.code, 'XFER_ERR_NO_SPACE', `${err.code}: ${err.message} ${JSON.stringify(err.data)}`);
       assert.match(String(err.data?.['hint'] ?? ''), /administrator/, JSON.stringify(err.data));
       // Nothing changed where it counts: the lease is the device's at the same generation, the desktop's chain is
       // the same, no layer of the device's was published, and the device still holds its work.
       const after1 = { lease: await lease(), objects: await objects() };
-      assert.deepEqual([after1.lease.state, after1.lease.deviceName, after1.lease.generation], ['checked-out', 'full-laptop', before.lease.generation]);
+      assert.deepEqual([after1.lease.state, after1.lease.deviceName, after1.lease.generation], ['checked-out', 'away-laptop', before.lease.generation]);
       assert.deepEqual(after1.objects, before.objects);
       const local = await agent.records.require('away');
       const sealed = local.chain.at(-1)!;
@@ -195,6 +207,59 @@ describe("the server's disk fills up (a real tmpfs)", () => {
       assert.deepEqual([l.state, l.generation], ['server', before.lease.generation + 1]);
       assert.deepEqual(await objects(), [...before.objects, sealed.id]);
       assert.equal(inNs(['sha256sum', join(data(), 'store', 'objects', `${sealed.id}.qcow2`)]).slice(0, 64), sealed.id, 'the server holds exactly the sealed bytes');
+    } finally {
+      await link.close();
+    }
+  });
+
+  it("the server's disk full as a check-in's layer is published, then as the check-in commits: each refused with what to do and nothing half done; with room it completes", async () => {
+    const { agent, link, lease, objects } = await awayWithWork('later', 8);
+    type Failure = { code?: string; status?: number; message?: string; data?: Record<string, string | number | undefined> };
+    try {
+      const before = { lease: await lease(), objects: await objects() };
+      /** A check-in during which the server's disk is filled (no byte left) the first time `when` holds. */
+      const attempt = async (when: (p: AgentProgress) => boolean): Promise<Failure | null> => {
+        let filled = false;
+        const onProgress = (p: AgentProgress): void => {
+          if (filled || !when(p)) return;
+          filled = true;
+          shrink(0);
+        };
+        const r = await agent.checkin('later', { onProgress }).then(() => null, (e: unknown) => e as Failure);
+        roomAgain();
+        assert.ok(filled, 'the disk was filled at that point');
+        return r;
+      };
+      const unchanged = async (what: string): Promise<void> => {
+        const l = await lease();
+        assert.deepEqual([l.state, l.deviceName, l.generation], ['checked-out', 'later-laptop', before.lease.generation], `${what}: the lease`);
+        assert.deepEqual(await objects(), before.objects, `${what}: the desktop's chain`);
+      };
+
+      // 1. Every piece arrived; the server re-hashes the layer, checks it and writes its record into the store.
+      const e1 = await attempt((p) => p.step === 'upload' && p.transfer?.phase === 'verifying');
+      assert.ok(e1 !== null, 'the check-in failed at the publish');
+      // Not "internal error": the server's disk is full, and what to do.
+      assert.deepEqual([e1.code, e1.data?.['status'], e1.data?.['code']], ['XFER_ERR_REMOTE', 507, 'NO_SPACE'], JSON.stringify(e1));
+      assert.match(String(e1.data?.['hint']), /ask its administrator/);
+      await unchanged('after a full disk at the publish');
+      const sealed = (await agent.records.require('later')).chain.at(-1)!;
+      assert.equal((await call('GET', `/objects/${sealed.id}`)).status, 404, 'the layer was not published');
+
+      // 2. The layer is on the server; the check-in's transaction (the database, on the same disk) finds no room.
+      const e2 = await attempt((p) => p.step === 'commit');
+      assert.ok(e2 !== null, 'the check-in failed at the commit');
+      assert.deepEqual([e2.code, e2.status], ['NO_SPACE', 507], JSON.stringify(e2));
+      assert.match(String(e2.data?.['hint']), /administrator to free space/);
+      await unchanged('after a full disk at the commit');
+
+      // 3. Room again: it completes, once.
+      const done = await agent.checkin('later');
+      assert.equal(done.top, sealed.id);
+      const l = await lease();
+      assert.deepEqual([l.state, l.generation], ['server', before.lease.generation + 1]);
+      assert.deepEqual(await objects(), [...before.objects, sealed.id]);
+      assert.equal(inNs(['sha256sum', join(data(), 'store', 'objects', `${sealed.id}.qcow2`)]).slice(0, 64), sealed.id);
     } finally {
       await link.close();
     }

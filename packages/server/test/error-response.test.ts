@@ -23,6 +23,22 @@ describe('toErrorResponse', () => {
     assert.ok(e.unexpected);
   });
 
+  it("says the server's disk is full (507 NO_SPACE, with what to do) for ENOSPC, EDQUOT or SQLITE_FULL, also as a cause, and no more", () => {
+    const enospc = Object.assign(new Error("ENOSPC: no space left on device, open '/srv/roamdesk/store/meta/x.json'"), { code: 'ENOSPC' });
+    const full = Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+    for (const err of [enospc, full, Object.assign(new Error('quota'), { code: 'EDQUOT' }), new Error('publish failed', { cause: new Error('write', { cause: enospc }) })]) {
+      const r = toErrorResponse(err, 'req-7');
+      assert.equal(r.status, 507);
+      assert.equal(r.body.error.code, 'NO_SPACE');
+      assert.equal(r.body.error.message, "The server's disk is full.");
+      assert.deepEqual(Object.keys(r.body.error.data ?? {}), ['requestId', 'hint']);
+      assert.match(String(r.body.error.data?.['hint']), /administrator to free space/);
+      assert.doesNotMatch(JSON.stringify(r.body), /srv/, 'no server path');
+      assert.ok(r.unexpected, 'logged for the operator');
+    }
+    assert.equal(toErrorResponse(Object.assign(new Error('x'), { code: 'EIO' }), 'r').status, 500);
+  });
+
   it('hides everything about unexpected errors', () => {
     for (const err of [new Error('/etc/shadow leaked'), new TypeError('x is undefined'), 'a string', null, { code: 'ENOENT', message: '/secret' }]) {
       const r = toErrorResponse(err, 'req-9');

@@ -20,6 +20,20 @@ interface ValidationIssue {
 
 const MAX_ISSUES = 20;
 
+const NO_SPACE_HINT = 'ask the server\'s administrator to free space on its disk, then run the same command again';
+
+/**
+ * ENOSPC or EDQUOT from a file system call (Node's errno code), or SQLITE_FULL from the database, here or in the
+ * error's causes: libraries wrap what they met.
+ */
+function isNoSpace(err: unknown): boolean {
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL') return true;
+  }
+  return false;
+}
+
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype;
 }
@@ -91,6 +105,17 @@ export function toErrorResponse(err: unknown, requestId: string): ErrorResponse 
       body: { error: { code: mapped, message: message || ERROR_CATALOG[mapped].message } },
       headers: {},
       unexpected: false,
+    };
+  }
+
+  // The server's own disk full, wherever it was met (a store write, the database): the caller can do nothing about
+  // it but wait or tell the administrator, and should be told that much rather than "internal error".
+  if (isNoSpace(err)) {
+    return {
+      status: ERROR_CATALOG.NO_SPACE.status,
+      body: { error: { code: 'NO_SPACE', message: ERROR_CATALOG.NO_SPACE.message, data: { requestId, hint: NO_SPACE_HINT } } },
+      headers: {},
+      unexpected: true,
     };
   }
 
