@@ -307,7 +307,13 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     assert.equal(won.length, 1, JSON.stringify(results.map((r) => r.status)));
     assert.equal(lost[0]?.code, 'CHECKED_OUT');
     const loser = results[0]?.status === 'rejected' ? c : d;
+    const winner = loser === c ? d : c;
     assert.equal(await loser.local('race'), null, 'the loser keeps no record');
+    // The server's image and the layer sealed for the winner are whole (each hashes to its id), and the winner's
+    // chain is exactly the server's.
+    const objects = (await api(h, 'GET', '/desktops/race/objects', token)).json<{ objects: Array<{ id: string }> }>().objects.map((o) => o.id);
+    for (const id of objects) assert.equal(sha256(serverObject(id)), id);
+    assert.deepEqual((await winner.records.require('race')).chain.map((o) => o.id), objects);
     assert.equal(await state(h, token, 'race'), 'stopped');
     assert.deepEqual(await ourQemus(dataDir()), [], 'no server VM runs');
     for (const path of ['/desktops/race/start', '/desktops/race/console']) {
