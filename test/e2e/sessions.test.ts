@@ -1,11 +1,13 @@
 /**
  * Many desktops at once (reliability.md T36): sixteen real VMs on one server for two users, a console session (RFB
  * through the server's WebSocket proxy) open to each. Someone kills one QEMU: its session ends and its desktop says
- * it crashed; the other VMs, their sessions and the API go on as if nothing happened.
+ * it crashed; the other VMs, their sessions and the API go on as if nothing happened. And with them all running, no
+ * VM is reachable from the network (T32).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { join } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 
 import { findGuest } from '@roamdesk/cli';
 import type { ServerHandle } from '@roamdesk/server';
@@ -13,6 +15,7 @@ import WebSocket from 'ws';
 
 import { tempDir } from '../support/guest-vm.ts';
 import { api, boot, killOurs, login, ourQemus, pidOf, state, until } from '../support/server.ts';
+import { socketsOf } from '../support/sockets.ts';
 
 /** Two users with eight desktops each (the console limit is eight sessions per user): one session to each. */
 const USERS = ['admin', 'bea'] as const;
@@ -86,6 +89,24 @@ describe(`many desktops at once: ${DESKTOPS} VMs, ${DESKTOPS} console sessions, 
         const s = await openConsole(h, tokens.get(ownerOf(i))!, name);
         sessions.push(s);
         assert.equal((await s.next()).toString(), 'RFB 003.008\n', `${name}: QEMU's VNC greets through the proxy`);
+      }
+      // Nothing of any VM is reachable from the network (reliability.md T32): no QEMU holds an inet socket at all, and
+      // each listens only on UNIX sockets in its own private run directory (0700) that only their owner may write.
+      // The scan sees inet sockets where there are some: this process's server listens on one.
+      assert.ok((await socketsOf(process.pid)).inet.some((x) => x.state === '0A'), 'the scan finds a listening inet socket');
+      const qemus = await ourQemus(data());
+      assert.equal(qemus.length, DESKTOPS);
+      for (const pid of qemus) {
+        const { inet, unix } = await socketsOf(pid);
+        assert.deepEqual(inet, [], `QEMU ${pid} holds inet sockets`);
+        const listening = unix.filter((u) => u.listening);
+        assert.ok(listening.length >= 2, `QEMU ${pid} listens on its QMP and VNC sockets: ${JSON.stringify(unix)}`);
+        for (const u of listening) {
+          assert.ok(u.path.startsWith(join(data(), 'vms') + '/'), `QEMU ${pid} listens on ${u.path}`);
+          // Connecting to a UNIX socket takes write permission on it: nobody but its owner has that.
+          assert.equal((await stat(u.path)).mode & 0o022, 0, u.path);
+          assert.equal((await stat(dirname(u.path))).mode & 0o777, 0o700, dirname(u.path));
+        }
       }
       // Someone else kills one VM's QEMU (not a stop through the API).
       const victim = names[3]!;
