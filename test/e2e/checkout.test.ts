@@ -9,12 +9,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { copyFile, mkdir, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import type { Lease } from '@roamdesk/api';
 import { findGuest, guestAppend, parseGuestSerial, summarizeBoot, type GuestBuild } from '@roamdesk/cli';
-import { DeviceAgent, DISK_DEVICE, listQuarantine, localSerialLog, exportQuarantine, StateStore, type TimeSource, withLocalQmp } from '@roamdesk/client';
+import { DeviceAgent, DISK_DEVICE, listQuarantine, localRunDir, localSerialLog, exportQuarantine, StateStore, type TimeSource, withLocalQmp } from '@roamdesk/client';
 import type { ServerHandle } from '@roamdesk/server';
 import { Store } from '@roamdesk/store';
 import { TransferError, uploadObjects } from '@roamdesk/transfer';
@@ -23,6 +23,7 @@ import WebSocket from 'ws';
 import { BIN, cli, inNamespaceOf, runCli } from '../support/cli.ts';
 import { cycleBoot, tempDir } from '../support/guest-vm.ts';
 import { runChild } from '../support/device-process.ts';
+import { socketsOf } from '../support/sockets.ts';
 import { throttle } from '../support/throttle.ts';
 import { api, boot, createDesktop, killOurs, login, ourQemus, serial, state, until } from '../support/server.ts';
 
@@ -548,6 +549,17 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     await until('the local idle guest', async () => (/ROAMDESK idle/.test(await localSerialLog(dir, desktopId, MiB)) ? true : undefined), 120_000);
     assert.match(String((await cli(dir, ['logs', 'cli']))['log']), /ROAMDESK idle/, 'logs reads the local serial console');
     assert.ok(Number((await cli(dir, ['status', 'cli']))['bytesPendingUpload']) > 0, 'the running guest wrote to its overlay');
+    // The local VM is reachable from nothing but this user's own processes (reliability.md T32): no inet socket, and
+    // UNIX sockets only in its private run directory that nobody but the owner may write.
+    const { inet, unix } = await socketsOf((await local.vm('cli')).pid!);
+    assert.deepEqual(inet, []);
+    const listening = unix.filter((x) => x.listening);
+    assert.ok(listening.length >= 2, JSON.stringify(unix));
+    for (const x of listening) {
+      assert.equal(dirname(x.path), localRunDir(dir, desktopId), x.path);
+      assert.equal((await stat(x.path)).mode & 0o022, 0, x.path);
+      assert.equal((await stat(dirname(x.path))).mode & 0o077, 0, dirname(x.path));
+    }
 
     // The local console: a page on 127.0.0.1 and a one-time WebSocket to the VM's VNC socket.
     const con = spawn(process.execPath, [BIN, 'console', 'cli'], { env: { ...process.env, ROAMDESK_HOME: dir }, stdio: ['ignore', 'pipe', 'pipe'] });
