@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -29,7 +30,7 @@ import { api, boot, createDesktop, killOurs, login, ourQemus, serial, state, unt
 
 const MiB = 1024 * 1024;
 const LEASE_POLICY = { maxOfflineSeconds: 60, maxChainLength: 2 };
-const HOMES = ['home-a', 'home-b', 'home-c', 'home-d', 'home-e', 'home-f', 'home-g', 'home-h', 'home-i', 'home-j', 'home-k', 'home-l', 'home-m'];
+const HOMES = ['home-a', 'home-b', 'home-c', 'home-d', 'home-e', 'home-f', 'home-g', 'home-h', 'home-i', 'home-j', 'home-k', 'home-l', 'home-m', 'home-n'];
 
 function sh(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
@@ -277,6 +278,52 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     const out = join(tmp.dir, 'rb-quarantine.qcow2');
     await exportQuarantine(b.home, q.id, out);
     sh('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0xa1 0 1M', '-c', 'read -P 0xb2 1M 1M', '-c', 'read -P 0xc3 2M 1M', out]);
+  });
+
+  it('an administrator rollback lands while the device replicates (a real upload on a slow link): the replicate is fenced when it commits, the server stays at the replicated state, the work goes to quarantine (reliability.md T18)', async () => {
+    await createDesktop(h, token, guest, 'mid', guestAppend(guest, 'idle'));
+    // The device's calls cross an 8 MB/s link, so the rollback comes while its layer is on the way.
+    const link = await throttle(h.url, 8 * MiB);
+    const n = agentFor('home-n', { server: link.url });
+    try {
+      await n.register({ name: 'laptop-n' });
+      await n.checkout('mid');
+      const random = join(tmp.dir, 'mid-random');
+      await writeFile(random, randomBytes(24 * MiB));
+      let rec = await n.records.require('mid');
+      sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xa1 0 1M', rec.overlay!.path]);
+      const rep = await n.replicate('mid');
+      rec = await n.records.require('mid');
+      sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${random} 1M 24M`, rec.overlay!.path]);
+      const generation = (await lease('mid')).generation;
+
+      const replicating = n.replicate('mid');
+      const up0 = link.bytes().up;
+      await until('6 MiB of the second replication on the way', () => Promise.resolve(link.bytes().up - up0 > 6 * MiB ? true : undefined), 60_000);
+      const rb = await api(h, 'POST', '/desktops/mid/rollback', token);
+      assert.equal(rb.statusCode, 200, rb.body);
+      await assert.rejects(replicating, { code: 'LEASE_STALE' });
+
+      // (e) one holder, the generation moved once, the server at the replicated state and whole.
+      const after = await lease('mid');
+      assert.deepEqual([after.state, after.generation, after.replicatedTopObjectId], ['server', generation + 1, rep.top]);
+      assert.equal(await serverTop('mid'), rep.top);
+      const objects = (await api(h, 'GET', '/desktops/mid/objects', token)).json<{ objects: Array<{ id: string }> }>().objects.map((o) => o.id);
+      for (const id of objects) assert.equal(sha256(serverObject(id)), id);
+      // The device let go: no record, and the unsent work (24 MiB of it) in quarantine, readable.
+      assert.equal(await n.local('mid'), null);
+      const entries = (await listQuarantine(n.home)).filter((e) => e.desktop === 'mid');
+      assert.equal(entries.length, 1);
+      const out = join(tmp.dir, 'mid-quarantine.qcow2');
+      await exportQuarantine(n.home, entries[0]!.id, out);
+      const back = join(tmp.dir, 'mid-back');
+      // qemu-img dd counts the skipped blocks in count.
+      sh('qemu-img', ['dd', '-f', 'qcow2', '-O', 'raw', 'bs=1M', 'skip=1', 'count=25', `if=${out}`, `of=${back}`]);
+      assert.equal(sha256(back), sha256(random), 'the quarantined work holds every byte written');
+      sh('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0xa1 0 1M', out]);
+    } finally {
+      await link.close();
+    }
   });
 
   it('two devices race to check out one desktop: exactly one wins; a console open on the server VM ends; the server VM stays down while it is checked out', async () => {
