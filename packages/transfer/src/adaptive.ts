@@ -4,11 +4,15 @@
  * pays also depends on who is short of CPU, which no formula knows — so the controller measures both:
  *   warm-up (uncompressed; the first requests pay for connections, cold caches, first-touch memory)
  *   → a window uncompressed → a window compressed → keep the faster (raw bytes delivered per second).
- * Data that does not compress (ratio < 1.1 on sampled pieces) skips the compressed window, and so does a link
- * already faster than this machine compresses (timed on the samples): a sender compressing each request at
- * about that speed cannot deliver more, and on a fast link the trial itself costs (measured on the bench's
- * 209 MB layer over loopback: 0.62–0.72 s with the trial against 0.42–0.54 s without). The decision then
- * holds for the rest of the transfer; frames still fall back to raw piece by piece when zstd does not pay.
+ * A link already faster than this machine compresses (timed on the samples) skips the compressed window: a
+ * sender compressing each request at about that speed cannot deliver more, and on a fast link the trial itself
+ * costs (measured on the bench's 209 MB layer over loopback: 0.62–0.72 s with the trial against 0.42–0.54 s
+ * without). So does data that does not compress (ratio < 1.1 on the sampled pieces) — but only on a link that is
+ * not slow: two or three 1 MiB samples of a transfer of hundreds are a guess (on the bench's layer, which zstd-1
+ * packs 1.3×, they said 1.01× in four runs of five, and the 100 Mbit/s check-out then took 16.9 s instead of
+ * 13.6 s), while on a slow link the trial costs next to nothing: the compressor is idle most of the time, and a
+ * piece that does not shrink travels raw. There the measured rates decide. The decision then holds for the rest
+ * of the transfer; frames still fall back to raw piece by piece when zstd does not pay.
  */
 import { compressedBound, PieceCodec } from './codec.ts';
 
@@ -28,6 +32,12 @@ const SAMPLE_EVERY = 8;
  */
 const SAMPLE_BYTES = 1024 * 1024;
 const MARGIN = 1.1;
+/**
+ * A link this many times slower than zstd-1 compresses here (or, before that was timed, slower than
+ * SLOW_LINK_BYTES_PER_S) is slow: a compressed trial costs it little, and the samples' ratio does not skip it.
+ */
+const SLOW_FACTOR = 4;
+const SLOW_LINK_BYTES_PER_S = 50e6;
 
 type Phase = 'warmup' | 'raw' | 'zstd' | 'decided';
 
@@ -121,7 +131,8 @@ export class CompressionController {
         this.#window = null;
         if (this.#phase === 'raw') {
           this.#rawRate = rate;
-          if (this.#samples.n > 0 && this.#ratio < MARGIN) this.#decide(false, `data compresses only ${this.#ratio.toFixed(2)}×`);
+          const slow = this.#compressRate > 0 ? rate * SLOW_FACTOR < this.#compressRate : rate < SLOW_LINK_BYTES_PER_S;
+          if (this.#samples.n > 0 && this.#ratio < MARGIN && !slow) this.#decide(false, `data compresses only ${this.#ratio.toFixed(2)}×`);
           else if (this.#compressRate > 0 && rate > this.#compressRate * MARGIN) {
             this.#decide(false, `${mb(rate)} uncompressed, faster than zstd-1 compresses here (${mb(this.#compressRate)})`);
           } else {
