@@ -554,6 +554,21 @@ describe('check-out, offline use, replicate, check-in, rollback (real server, re
     const hb = await hh.heartbeat();
     assert.equal(hb.online, true);
     assert.equal((await hh.grantCheck(await hh.records.require('away')))?.ok, true, 'contact with the server renews the grant');
+    // The device's clock jumps 30 days ahead of the server's (reliability.md T12). The grant's lifetime counts on the
+    // device's own elapsed time from its arrival, so a wrong wall clock neither spends it nor extends it; the server,
+    // which never judges a device by its clock, takes the device's replication at its generation; and the grants
+    // that contact brings are as good as the others (compared with the server's expiresAt, the device's clock would
+    // have found every one expired on arrival).
+    m.t.wall += 30 * 24 * 3_600_000;
+    m.pass(1);
+    assert.equal((await hh.grantCheck(await hh.records.require('away')))?.ok, true, 'a clock set forward spends nothing');
+    sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', (await hh.records.require('away')).overlay!.path]);
+    const skewed = await hh.replicate('away');
+    assert.equal((await lease('away')).replicatedTopObjectId, skewed.top);
+    const renewed = await hh.grantCheck(await hh.records.require('away'));
+    assert.equal(renewed?.ok, true, 'the grant the replication brought allows a start');
+    m.pass(61);
+    assert.equal((await hh.grantCheck(await hh.records.require('away')))?.ok, false, 'and no longer than the server gave it');
 
     // Revoked: the device learns it at its next contact, its work goes to quarantine, its calls are fenced.
     const id = await hh.identity.require();

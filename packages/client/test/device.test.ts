@@ -132,12 +132,32 @@ describe('offline grants', () => {
     }
   });
 
-  it('refuses after expiresAt by the trusted clock even when the offline time allows it', () => {
-    const contact = { epoch: 'e', elapsed: 0, trustedWallMs: Date.parse('2030-01-07T23:59:00Z') };
-    const now = { epoch: 'e', elapsed: 120, trustedWallMs: Date.parse('2030-01-08T00:01:00Z') };
-    const r = checkGrant(body(), { desktop: 'work', deviceId: DEVICE_ID, generation: 3 }, contact, now);
+  it("refuses once the grant's lifetime has passed since it arrived, even when a later contact (without a new grant) allows the offline time", () => {
+    // The grant (7 days) arrived on 1 January; the last contact was a minute before its week ran out.
+    const received = { epoch: 'e', elapsed: 0, trustedWallMs: Date.parse('2030-01-01T00:00:00Z') };
+    const contact = { epoch: 'e', elapsed: 7 * 86_400 - 60, trustedWallMs: Date.parse('2030-01-07T23:59:00Z') };
+    const now = { epoch: 'e', elapsed: 7 * 86_400 + 60, trustedWallMs: Date.parse('2030-01-08T00:01:00Z') };
+    const expect = { desktop: 'work', deviceId: DEVICE_ID, generation: 3 };
+    const r = checkGrant(body(), expect, contact, now, received);
     assert.equal(r.ok, false);
-    assert.match(r.reason ?? '', /expired/);
+    assert.match(r.reason ?? '', /expired: it allows 604800 s from its arrival, and 604860 s have passed/);
+    assert.equal(r.expiresAt, '2030-01-08T00:00:00.000Z');
+    const before = checkGrant(body(), expect, contact, { ...now, elapsed: 7 * 86_400 - 30 }, received);
+    assert.deepEqual([before.ok, before.secondsLeft], [true, 30]);
+  });
+
+  it("counts the grant's lifetime on this device's clock, whatever its wall clock says of the server's time", () => {
+    const expect = { desktop: 'work', deviceId: DEVICE_ID, generation: 3 };
+    const b = body({ maxOfflineSeconds: 3600, issuedAt: '2030-01-01T00:00:00.000Z', expiresAt: '2030-01-01T01:00:00.000Z' });
+    // The device's clock is 30 days ahead of the server's: the grant arrived "after" its expiresAt, and still allows
+    // its hour; the device's clock 30 days behind gives it no more than that hour.
+    for (const skewDays of [30, -30]) {
+      const arrival = Date.parse('2030-01-01T00:00:01Z') + skewDays * 86_400_000;
+      const received = { epoch: 'e', elapsed: 100, trustedWallMs: arrival };
+      const at = (s: number) => ({ epoch: 'e', elapsed: 100 + s, trustedWallMs: arrival + s * 1000 });
+      assert.equal(checkGrant(b, expect, received, at(60), received).ok, true, `${skewDays} days: a minute after arrival`);
+      assert.equal(checkGrant(b, expect, received, at(3600), received).ok, false, `${skewDays} days: an hour after arrival`);
+    }
   });
 });
 

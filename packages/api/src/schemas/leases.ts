@@ -107,8 +107,9 @@ export type Lease = Static<typeof Lease>;
 
 /**
  * A server-signed offline grant: `<base64url(JSON of GrantBody)>.<base64url(Ed25519 signature)>`. The device
- * refuses to start the local VM once `expiresAt` has passed or `maxOfflineSeconds` of monotonic elapsed time
- * since `issuedAt` have gone by without server contact (clock set back does not extend it).
+ * refuses to start the local VM once the grant's lifetime (`expiresAt` − `issuedAt`) has passed since it arrived,
+ * or `maxOfflineSeconds` have gone by without server contact, both in the device's monotonic elapsed time (a clock
+ * set back does not extend it; a device clock that disagrees with the server's changes nothing).
  */
 export const GrantBody = Type.Object({
   desktop: Name,

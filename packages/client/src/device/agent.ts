@@ -306,6 +306,7 @@ export class DeviceAgent {
         throw new DeviceError('DEVICE_ERR_GRANT_INVALID', `the server sent a grant for ${body.desktop} generation ${body.generation}, not ${rec.name} generation ${rec.generation}`, {});
       }
       rec.grant = grant;
+      rec.grantReceived = { ...now, at: new Date(now.trustedWallMs).toISOString() };
     }
     rec.lastContact = { ...now, at: new Date(now.trustedWallMs).toISOString() };
   }
@@ -372,7 +373,7 @@ export class DeviceAgent {
     } catch (err) {
       return { ok: false, reason: (err as Error).message, expiresAt: new Date(0).toISOString(), offlineSeconds: Number.POSITIVE_INFINITY, secondsLeft: 0, maxOfflineSeconds: 0, grantExpiresAt: new Date(0).toISOString() };
     }
-    const c = checkGrant(body, { desktop: rec.name, deviceId: id.id, generation: rec.generation }, rec.lastContact, await this.clock.now());
+    const c = checkGrant(body, { desktop: rec.name, deviceId: id.id, generation: rec.generation }, rec.lastContact, await this.clock.now(), rec.grantReceived ?? rec.lastContact);
     return { ...c, maxOfflineSeconds: body.maxOfflineSeconds, grantExpiresAt: body.expiresAt };
   }
 

@@ -27,7 +27,7 @@ export interface GrantCheck {
   ok: boolean;
   /** Why not, for the user. */
   reason: string | null;
-  /** When the grant stops allowing a start (the earlier of expiresAt and contact + maxOfflineSeconds), ISO. */
+  /** When the grant stops allowing a start, on this device's clock (the earlier of its arrival + its lifetime and contact + maxOfflineSeconds), ISO. */
   expiresAt: string;
   /** Seconds since the last server contact (monotonic), Infinity when unknown. */
   offlineSeconds: number;
@@ -35,35 +35,43 @@ export interface GrantCheck {
 }
 
 /**
- * May the local VM start now? The grant must be this desktop's and device's at this generation, not past
- * `expiresAt` by the trusted wall clock, and no more than `maxOfflineSeconds` of monotonic time may have passed
- * since the last contact with the server.
+ * May the local VM start now? The grant must be this desktop's and device's at this generation; no more than
+ * `maxOfflineSeconds` of this device's monotonic time may have passed since the last contact with the server, nor
+ * more than the grant's lifetime (`expiresAt` − `issuedAt`) since it arrived (`received`).
+ *
+ * The lifetime is counted on this device's clock, from the grant's arrival, not by comparing the server's
+ * `expiresAt` with this device's wall clock: a device whose clock is ahead of the server's (by a misconfigured time
+ * zone, a dead RTC battery, an NTP server of its own) would otherwise find every grant expired the moment it
+ * arrived, contact or not; one whose clock is behind would keep a grant longer than the server gave it. Counted
+ * from arrival, neither happens, and setting the clock back still extends nothing (offlineElapsed is monotonic).
  */
 export function checkGrant(
   body: GrantBody,
   expect: { desktop: string; deviceId: string; generation: number },
   contact: ClockReading,
   now: ClockReading,
+  received: ClockReading = contact,
 ): GrantCheck {
   const offline = offlineElapsed(contact, now);
-  const expiresMs = Date.parse(body.expiresAt);
-  const offlineLimitMs = contact.trustedWallMs + body.maxOfflineSeconds * 1000;
+  const sinceGrant = offlineElapsed(received, now);
+  const lifetime = Math.max(0, (Date.parse(body.expiresAt) - Date.parse(body.issuedAt)) / 1000);
   const byOffline = Number.isFinite(offline) ? Math.max(0, body.maxOfflineSeconds - offline) : 0;
-  const byExpiry = Math.max(0, (expiresMs - now.trustedWallMs) / 1000);
-  const secondsLeft = Math.min(byOffline, byExpiry);
-  const expiresAt = new Date(Math.min(expiresMs, offlineLimitMs)).toISOString();
+  const byLifetime = Number.isFinite(sinceGrant) ? Math.max(0, lifetime - sinceGrant) : 0;
+  const secondsLeft = Math.min(byOffline, byLifetime);
+  // When that is, on this device's clock.
+  const expiresAt = new Date(Math.min(received.trustedWallMs + lifetime * 1000, contact.trustedWallMs + body.maxOfflineSeconds * 1000)).toISOString();
   const base = { expiresAt, offlineSeconds: offline, secondsLeft };
   if (body.desktop !== expect.desktop || body.deviceId !== expect.deviceId || body.generation !== expect.generation) {
     return { ...base, ok: false, reason: `the grant is for ${body.desktop} at generation ${body.generation}, not this lease`, secondsLeft: 0 };
   }
-  if (!Number.isFinite(offline)) {
+  if (!Number.isFinite(offline) || !Number.isFinite(sinceGrant)) {
     return { ...base, ok: false, reason: 'the time since the last server contact is unknown (the device clock record was lost or replaced)' };
   }
   if (offline > body.maxOfflineSeconds) {
     return { ...base, ok: false, reason: `${Math.floor(offline)} s without server contact exceed the allowed ${body.maxOfflineSeconds} s` };
   }
-  if (now.trustedWallMs >= expiresMs) {
-    return { ...base, ok: false, reason: `the offline grant expired at ${body.expiresAt}` };
+  if (sinceGrant >= lifetime) {
+    return { ...base, ok: false, reason: `the offline grant expired: it allows ${Math.floor(lifetime)} s from its arrival, and ${Math.floor(sinceGrant)} s have passed` };
   }
   return { ...base, ok: true, reason: null };
 }

@@ -66,6 +66,8 @@ export interface LocalDesktop {
   overlay: { path: string; parent: string } | null;
   grant: string | null;
   lastContact: Contact | null;
+  /** This device's clock when `grant` arrived: its lifetime counts from here (absent in records from before). */
+  grantReceived?: Contact;
   config: LocalVmConfig;
   /** Local objects replaced by compaction, removed once no VM has them open. */
   garbage: string[];
