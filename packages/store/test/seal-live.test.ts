@@ -34,6 +34,15 @@ describe('Store.sealLive with a running QEMU', { skip: haveQemu && haveQemuImg &
   let vm: ChildProcess | null = null;
   let qmp: QmpClient | null = null;
   before(async () => { dir = await tempDir('store-live-'); });
+  /** A paused, guestless VM whose disk0 is `overlay` over `image` (node names img, ov0); its QMP client. */
+  async function startVm(image: string, overlay: string, sock: string): Promise<QmpClient> {
+    vm = spawn('qemu-system-x86_64', ['-machine', 'q35', '-nodefaults', '-display', 'none', '-S',
+      '-qmp', `unix:${sock},server=on,wait=off`,
+      '-blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'img', 'read-only': true, file: { driver: 'file', filename: image, 'read-only': true }, backing: null }),
+      '-blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'ov0', file: { driver: 'file', filename: overlay }, backing: 'img' }),
+      '-device', 'virtio-blk-pci,drive=ov0,id=disk0'], { stdio: 'ignore' });
+    return connect(sock);
+  }
   after(async () => {
     await qmp?.close().catch(() => undefined);
     if (vm?.pid !== undefined && vm.exitCode === null && vm.signalCode === null) process.kill(vm.pid, 'SIGKILL');
@@ -49,13 +58,7 @@ describe('Store.sealLive with a running QEMU', { skip: haveQemu && haveQemuImg &
     const ov0 = await store.createOverlay(image.id, { label: 'live' });
 
     const sock = join(dir, 'qmp.sock');
-    vm = spawn('qemu-system-x86_64', ['-machine', 'q35', '-nodefaults', '-display', 'none', '-S',
-      '-qmp', `unix:${sock},server=on,wait=off`,
-      '-blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'img', 'read-only': true,
-        file: { driver: 'file', filename: store.objectPath(image.id), 'read-only': true }, backing: null }),
-      '-blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'ov0', file: { driver: 'file', filename: ov0.path }, backing: 'img' }),
-      '-device', 'virtio-blk-pci,drive=ov0,id=disk0'], { stdio: 'ignore' });
-    qmp = await connect(sock);
+    qmp = await startVm(store.objectPath(image.id), ov0.path, sock);
     const hmp = (cmd: string): Promise<string> => qmp!.execute('human-monitor-command', { 'command-line': cmd });
     // qemu-io -d takes the device's qdev path: the write goes through the guest's own BlockBackend.
     assert.equal(await hmp(`qemu-io -d ${QDEV} "write -P 0xaa 0 64k"`), '');
@@ -139,13 +142,7 @@ describe('Store.sealLive with a running QEMU', { skip: haveQemu && haveQemuImg &
     const image = await store.importImage(join(dir, 'base2.qcow2'));
     const ov0 = await store.createOverlay(image.id, { label: 'live' });
     const sock = join(dir, 'qmp2.sock');
-    vm = spawn('qemu-system-x86_64', ['-machine', 'q35', '-nodefaults', '-display', 'none', '-S',
-      '-qmp', `unix:${sock},server=on,wait=off`,
-      '-blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'img', 'read-only': true,
-        file: { driver: 'file', filename: store.objectPath(image.id), 'read-only': true }, backing: null }),
-      '-blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'ov0', file: { driver: 'file', filename: ov0.path }, backing: 'img' }),
-      '-device', 'virtio-blk-pci,drive=ov0,id=disk0'], { stdio: 'ignore' });
-    qmp = await connect(sock);
+    qmp = await startVm(store.objectPath(image.id), ov0.path, sock);
     const real = qmp;
     const hmp = (cmd: string): Promise<string> => real.execute('human-monitor-command', { 'command-line': cmd });
     const topNode = async (): Promise<string> => (await real.execute('query-block')).find((b) => b.qdev?.includes('/disk0/') === true)!.inserted!['node-name']!;
