@@ -44,7 +44,7 @@ const LINGER_MS = 5_000;
  * arriving (reliability.md T6). With these, its progress follows the pieces the server holds, and its silence means
  * what it should: the server received nothing for that long.
  */
-export const PROGRESS_EVERY_MS = 1_000;
+const PROGRESS_EVERY_MS = 1_000;
 const KEEPALIVE_EVERY_MS = 10_000;
 
 function progressResponse(pieces: number): string {
