@@ -2,7 +2,7 @@
 // oracle checks from notes/reliability.md §3: qemu-io read -P, qemu-img compare/check, id = sha256, relocation.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cp, readdir, rm, stat } from 'node:fs/promises';
+import { cp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
@@ -65,8 +65,23 @@ describe('Store.sealLive with a running QEMU', { skip: haveQemu && haveQemuImg &
     assert.equal(await hmp(`qemu-io -d ${QDEV} "write -P 0xaa 8M 1M"`), '');
 
     // Offline sealing of an overlay a VM holds is refused with a clear error; nothing changes.
+    const before = await sha256File(ov0.path);
     await assert.rejects(store.seal(ov0), (e: unknown) => e instanceof OverlayInUseError);
     assert.ok((await stat(ov0.path)).isFile());
+    // A second writer — another qemu-io, or a second QEMU on the same chain — is refused by QEMU's image locks
+    // (reliability.md T21), and the overlay and the image are unchanged by the attempts.
+    const io = sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x66 0 64k', ov0.path]);
+    assert.notEqual(io.status, 0);
+    assert.match(io.stderr + io.stdout, /Failed to get "write" lock/);
+    const vm2 = sh('qemu-system-x86_64', ['-machine', 'q35', '-nodefaults', '-display', 'none', '-S', '-no-shutdown',
+      '-blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'ov0', file: { driver: 'file', filename: ov0.path } }),
+      '-device', 'virtio-blk-pci,drive=ov0,id=disk0', '-monitor', 'none', '-serial', 'none', '-daemonize', '-pidfile', join(dir, 'vm2.pid')]);
+    // Had it started, it runs in the background: ours to stop (by its pid file) before anything is asserted.
+    if (vm2.status === 0) process.kill(Number((await readFile(join(dir, 'vm2.pid'), 'utf8')).trim()), 'SIGKILL');
+    assert.notEqual(vm2.status, 0, 'a second QEMU writing the overlay does not start');
+    assert.match(vm2.stderr, /Failed to get "write" lock/);
+    assert.equal(await sha256File(ov0.path), before);
+    assert.equal(await sha256File(store.objectPath(image.id)), imageHash);
 
     const first = await store.sealLive(ov0, { qmp, device: 'disk0', activeNode: 'ov0' });
     const layer1: ObjectInfo = first.layer;
