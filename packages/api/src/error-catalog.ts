@@ -61,8 +61,9 @@ export const ENGINE_CODE_STATUS: Readonly<Record<string, number>> = {
   XFER_ERR_NO_SPACE: 507,
   STORE_ERR_NO_SPACE: 507,
   QEMU_ERR_IMG_NO_SPACE: 507,
-  // The server's disk failed while receiving: the received bytes were discarded.
+  // The server's disk failed while receiving, or under the store: the received bytes were discarded, nothing published.
   XFER_ERR_DISK: 500,
+  STORE_ERR_DISK: 500,
 };
 
 /**

@@ -19,6 +19,7 @@ describe('error catalog', () => {
     assert.equal(statusForCode('QMP_ERR_TIMEOUT'), 502);
     assert.equal(statusForCode('XFER_ERR_NO_SPACE'), 507, "a full server disk is not the caller's fault");
     assert.equal(statusForCode('XFER_ERR_DISK'), 500);
+    assert.equal(statusForCode('STORE_ERR_DISK'), 500, "the server's own disk failing is not the caller's fault");
     assert.equal(statusForCode('STORE_ERR_NO_SPACE'), 507);
     assert.equal(statusForCode('QEMU_ERR_IMG_NO_SPACE'), 507);
     assert.equal(statusForCode('NO_SPACE'), 507);

@@ -31,6 +31,7 @@ export type StoreErrorCode =
   | 'STORE_ERR_CHAIN_BROKEN'
   | 'STORE_ERR_OBJECT_IN_USE'
   | 'STORE_ERR_OVERLAY_IN_USE'
+  | 'STORE_ERR_DISK'
   | 'STORE_ERR_HASH_MISMATCH'
   | 'STORE_ERR_UNSUPPORTED_SOURCE'
   | 'STORE_ERR_IMPORT_FAILED'
@@ -120,6 +121,23 @@ export class SealFailedError extends StoreError {
 
 export class NoSpaceError extends StoreError {
   readonly code = 'STORE_ERR_NO_SPACE';
+}
+
+/**
+ * The store's disk failed a write or an fsync (EIO): the operation published nothing. After a failed fsync the
+ * page cache may hold bytes that never reached the disk, so nothing written in it is trusted (reliability.md R7).
+ */
+export class DiskError extends StoreError {
+  readonly code = 'STORE_ERR_DISK';
+}
+
+/** An EIO from the file system, as a DiskError with what to do; anything else unchanged. */
+export function asDiskError(e: unknown, what: string): unknown {
+  if ((e as { code?: unknown } | null)?.code !== 'EIO') return e;
+  return new DiskError(`${what}: the store's disk reported an I/O error (${(e as Error).message})`, {
+    errno: 'EIO',
+    hint: "check the disk's health (the kernel log, SMART); nothing was published, and the same command can run again once the disk is sound",
+  }, { cause: e });
 }
 
 export class StoreAbortedError extends StoreError {

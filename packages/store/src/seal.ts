@@ -11,7 +11,7 @@ import { checkUntrustedLayer } from '@roamdesk/qcow2';
 import { QemuImgLockedError, type QemuImg } from '@roamdesk/qemu';
 
 import { discard, fsyncDir } from './durable.ts';
-import { OverlayInUseError, ParentMissingError, SealFailedError } from './errors.ts';
+import { asDiskError, OverlayInUseError, ParentMissingError, SealFailedError } from './errors.ts';
 import { sealHash, type Sha256Offload } from './hash-copy.ts';
 import { readHeader } from './header-io.ts';
 import { objectFileName } from './ids.ts';
@@ -68,15 +68,19 @@ export async function seal(ctx: Ctx, overlay: Overlay, opts: SealOptions = {}): 
     throw new SealFailedError(`qemu-img check reports the overlay ${check.status}`, { step: 'check', path, report: check.report });
   }
 
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  const { sha256, bytes } = await sealHash(path, { onData: opts.onData, offload: opts.sha256Offload });
-  const r = await publishObject(ctx.layout, path, {
-    id: sha256, kind: 'layer', parent: overlay.parent, size: bytes, virtualSize: Number(header.virtualSize),
+  const r = await (async () => {
+    const fh = await open(path, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    const { sha256, bytes } = await sealHash(path, { onData: opts.onData, offload: opts.sha256Offload });
+    return publishObject(ctx.layout, path, {
+      id: sha256, kind: 'layer', parent: overlay.parent, size: bytes, virtualSize: Number(header.virtualSize),
+    });
+  })().catch((e: unknown) => {
+    throw asDiskError(e, `seal of ${path}`);
   });
   if (!r.created) {
     // An identical layer exists: the overlay's bytes are redundant.

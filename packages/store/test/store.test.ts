@@ -8,7 +8,7 @@ import { after, before, describe, it, mock } from 'node:test';
 import { QemuImg } from '@roamdesk/qemu';
 
 import {
-  HashMismatchError, ImportFailedError, InvalidObjectIdError, NoSpaceError, ObjectInUseError, ParentMissingError, Store,
+  DiskError, HashMismatchError, ImportFailedError, InvalidObjectIdError, NoSpaceError, ObjectInUseError, ParentMissingError, Store,
   UnsupportedSourceError, type ObjectInfo,
 } from '../src/index.ts';
 import {
@@ -391,5 +391,38 @@ describe('a full disk under the store', { skip: haveQemuImg ? false : 'qemu-img 
     assert.deepEqual(await snapshotDir(store.root), before, 'the partial copy is gone');
     const info = await store.importImage(join(dir, 'img.qcow2'));
     assert.equal(info.size, size, 'with room, the import works');
+  });
+
+  it('an EIO on fsync while importing or sealing (reliability.md T9): refused, nothing published, no temp left, the overlay intact; the next attempt works', async () => {
+    const store = await Store.open(join(dir, 'eio'));
+    mustSh('qemu-img', ['create', '-q', '-f', 'qcow2', join(dir, 'eio.qcow2'), '32M']);
+    const probe = await open(join(dir, 'probe-eio'), 'w');
+    await probe.close();
+    const proto = Object.getPrototypeOf(probe) as { sync: () => Promise<never>; datasync: () => Promise<never> };
+    const eio = (): Promise<never> => Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+    const failing = async <T>(work: () => Promise<T>): Promise<unknown> => {
+      mock.method(proto, 'sync', eio);
+      mock.method(proto, 'datasync', eio);
+      try {
+        return await work().then(() => null, (e: unknown) => e);
+      } finally {
+        mock.restoreAll();
+      }
+    };
+    const empty = await snapshotDir(store.root);
+    const isDiskError = (e: unknown): boolean => e instanceof DiskError && e.code === 'STORE_ERR_DISK' && e.data['errno'] === 'EIO' && /disk's health/.test(String(e.data['hint']));
+    const e1 = await failing(() => store.importImage(join(dir, 'eio.qcow2')));
+    assert.ok(isDiskError(e1), String(e1));
+    assert.deepEqual(await snapshotDir(store.root), empty, 'nothing published, no temp file');
+    const image = await store.importImage(join(dir, 'eio.qcow2'));
+
+    const ov = await store.createOverlay(image.id);
+    mustSh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x3c 0 1M', ov.path]);
+    const withOverlay = await snapshotDir(store.root);
+    const e2 = await failing(() => store.seal(ov));
+    assert.ok(isDiskError(e2), String(e2));
+    assert.deepEqual(await snapshotDir(store.root), withOverlay, 'no layer published, the overlay as it was');
+    const layer = await store.seal(ov);
+    assert.equal(await sha256File(store.objectPath(layer.id)), layer.id);
   });
 });
