@@ -19,6 +19,7 @@ import type { ServerHandle } from '@roamdesk/server';
 import { type ObjectInfo, Store } from '@roamdesk/store';
 import { computeManifest, downloadObjects, encodeFrameHeader, type ObjectDescription, PIECES_CONTENT_TYPE, PIECES_UPGRADE, type Remote, TransferError, uploadObjects } from '@roamdesk/transfer';
 
+import { startCutProxy } from '../support/cut-proxy.ts';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
 import { tempDir } from '../support/guest-vm.ts';
 import { seededRandom } from '../support/prng.ts';
@@ -252,6 +253,37 @@ describe('transfer engine end to end', () => {
     const pieceSize = Math.ceil(image.size / o.piecesTotal);
     const forwarded = proxy.bodyBytes - bytes;
     assert.ok(forwarded <= image.size + happened * pieceSize + MiB, `${forwarded} bytes forwarded for a ${image.size}-byte object and ${happened} cuts`);
+  });
+
+  it('survives 20 connection cuts at seeded random offsets of an upload (its upgraded connections reset mid-piece): the server stores it whole, and each cut costs about the piece it broke', async (t) => {
+    const cutter = await startCutProxy(server.url);
+    try {
+      const s = await store('cut-up');
+      await downloadObjects({ store: s, remote: remote(uma), objects: [image] });
+      const overlay = await s.createOverlay(image.id);
+      execFileSync('sh', ['-c', `head -c ${32 * MiB} /dev/urandom > ${file('rnd-cut')}`]);
+      sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${file('rnd-cut')} 10M 32M`, overlay.path]);
+      const mine = await s.seal(overlay);
+      // A fixed seed, so a failure replays the same cuts; offsets into the bytes the device sends from now on.
+      const random = seededRandom(0xc07c07);
+      const up0 = cutter.up();
+      cutter.setCuts(Array.from({ length: 20 }, () => up0 + Math.floor(random() * mine.size)));
+      const r = await uploadObjects({ store: s, remote: remote(uma, cutter.url), objects: [mine], compression: 'off', maxAttempts: 25 });
+      const sent = cutter.up() - up0;
+      t.diagnostic(`${cutter.cuts()} cuts; ${sent} bytes sent for a ${mine.size}-byte layer; ${r.piecesRetried} pieces retried`);
+      assert.equal(cutter.cuts(), 20, 'every cut happened');
+      assert.equal(r.upgraded, true, 'on upgraded connections');
+      assert.ok(identical(s.objectPath(mine.id), serverObject(mine.id)));
+      assert.equal(execFileSync('sha256sum', [serverObject(mine.id)], { encoding: 'utf8' }).slice(0, 64), mine.id);
+      const o = r.objects[0]!;
+      assert.equal(o.action, 'transferred');
+      // The server keeps every piece it verified before a cut (the device asks it what it holds, and sends the
+      // rest): a cut costs the piece it broke, and what was on its way behind it in the socket buffers.
+      const pieceSize = Math.ceil(mine.size / o.piecesTotal);
+      assert.ok(sent <= mine.size + 20 * (pieceSize + 2 * MiB), `${sent} bytes sent for ${mine.size} and 20 cuts`);
+    } finally {
+      await cutter.close();
+    }
   });
 
   it('20 devices download one object at once: every copy verifies, and afterwards no file or connection is left open', async () => {
