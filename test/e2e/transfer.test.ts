@@ -91,6 +91,16 @@ describe('transfer engine end to end', () => {
   const serverObject = (id: string) => join(tmp.dir, 'server', 'store', 'objects', `${id}.qcow2`);
   const store = (name: string) => Store.open(file(name));
 
+  /** A store of uma's holding the image and a layer of `mib` MiB of random data over it (at 10 MiB). */
+  async function layerOfUma(name: string, mib: number): Promise<{ s: Store; mine: ObjectInfo }> {
+    const s = await store(name);
+    await downloadObjects({ store: s, remote: remote(uma), objects: [image] });
+    const overlay = await s.createOverlay(image.id);
+    execFileSync('sh', ['-c', `head -c ${mib * MiB} /dev/urandom > ${file(`rnd-${name}`)}`]);
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${file(`rnd-${name}`)} 10M ${mib}M`, overlay.path]);
+    return { s, mine: await s.seal(overlay) };
+  }
+
   before(async () => {
     tmp = await tempDir('roamdesk-transfer-');
     // A 512 MiB disk with 96 MiB of guest data: random (incompressible) and patterned (compressible) regions.
@@ -258,12 +268,7 @@ describe('transfer engine end to end', () => {
   it('survives 20 connection cuts at seeded random offsets of an upload (its upgraded connections reset mid-piece): the server stores it whole, and each cut costs about the piece it broke', async (t) => {
     const cutter = await startCutProxy(server.url);
     try {
-      const s = await store('cut-up');
-      await downloadObjects({ store: s, remote: remote(uma), objects: [image] });
-      const overlay = await s.createOverlay(image.id);
-      execFileSync('sh', ['-c', `head -c ${32 * MiB} /dev/urandom > ${file('rnd-cut')}`]);
-      sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${file('rnd-cut')} 10M 32M`, overlay.path]);
-      const mine = await s.seal(overlay);
+      const { s, mine } = await layerOfUma('cut-up', 32);
       // A fixed seed, so a failure replays the same cuts; offsets into the bytes the device sends from now on.
       const random = seededRandom(0xc07c07);
       const up0 = cutter.up();
@@ -449,12 +454,7 @@ describe('transfer engine end to end', () => {
   });
 
   it('an upload interrupted by the client resumes from what the server verified; a corrupted piece is refused', async () => {
-    const s = await store('uploader');
-    await downloadObjects({ store: s, remote: remote(uma), objects: [image] });
-    const overlay = await s.createOverlay(image.id);
-    execFileSync('sh', ['-c', `head -c ${40 * MiB} /dev/urandom > ${file('rnd3')}`]);
-    sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${file('rnd3')} 10M 40M`, overlay.path]);
-    const mine = await s.seal(overlay);
+    const { s, mine } = await layerOfUma('uploader', 40);
     // One hand-made PUT whose only piece is corrupted: refused with 422, nothing counted.
     const manifest = await computeManifest(s.objectPath(mine.id), mine);
     const begin = await api(server, 'POST', '/uploads', uma, { manifest });
